@@ -1,0 +1,31 @@
+# SomaAgent observability: the two commands a fresh machine needs are `make up` (stack,
+# services and demo workload) and `make test` (the whole suite on the live stack).
+PY := .venv/bin/python
+PYTEST := .venv/bin/pytest
+
+.PHONY: up demo test lint down status bench
+
+up:            ## install/build (cached), start every component, then run the demo workload
+	stack/stack up
+	$(MAKE) demo
+
+demo:          ## the demo workload against the running stack
+	$(PY) -m services.demo
+
+test:          ## bring the stack up (cached builds) and run every test against it
+	stack/stack up
+	$(PYTEST) -q -p no:cacheprovider
+
+lint:          ## ruff and mypy
+	.venv/bin/ruff check .
+	.venv/bin/mypy otel services_instrumentation stack
+
+down:          ## stop every component
+	stack/stack down
+
+status:        ## readiness of every component
+	stack/stack status
+
+bench:         ## benchmarks on the live stack; writes docs/benchmarks.md
+	stack/stack up
+	$(PY) -m bench

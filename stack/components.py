@@ -1,0 +1,283 @@
+"""The components of the local stack: how each is started and how its readiness is checked.
+
+Each ``Component`` becomes one supervisor program. ``stage`` orders start-up: every component
+of a stage must be ready before the next stage starts (the collector's Kafka receiver needs the
+broker, the exporters need their backends, Prometheus comes last). Paths come from ``Paths``,
+built once from the repository and the cache folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Check = Callable[[], str | None]
+"""A readiness check: ``None`` when ready, otherwise what is wrong, in a few words."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the repository, the build cache and the stack's runtime state live."""
+
+    repo: Path
+    cache: Path
+    state: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def data(self) -> Path:
+        return self.state / "data"
+
+    def cached(self, pattern: str) -> Path:
+        """The newest cached build matching ``pattern`` under the cache; fails if none."""
+        hits = sorted(glob.glob(str(self.cache / pattern)), key=os.path.getmtime)
+        if not hits:
+            raise FileNotFoundError(
+                f"no build in {self.cache / pattern}: run `stack/stack install`"
+            )
+        return Path(hits[-1])
+
+
+@dataclass(frozen=True)
+class Component:
+    """One supervised process of the stack."""
+
+    name: str
+    stage: int
+    command: list[str]
+    check: Check
+    check_text: str
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    startup_seconds: float = 60.0
+
+
+def http_check(url: str, must_contain: str | None = None) -> Check:
+    """Ready when ``url`` answers 200 (and its body contains ``must_contain``)."""
+
+    def check() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                body = resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except OSError as exc:
+            return f"unreachable ({exc})"
+        if must_contain is not None and must_contain not in body:
+            return f"answer lacks {must_contain!r}"
+        return None
+
+    return check
+
+
+def redis_check(port: int) -> Check:
+    """Ready when Redis answers PING with PONG."""
+
+    def check() -> str | None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+                s.sendall(b"PING\r\n")
+                reply = s.recv(64)
+        except OSError as exc:
+            return f"unreachable ({exc})"
+        return None if reply.startswith(b"+PONG") else f"PING answered {reply!r}"
+
+    return check
+
+
+def command_check(argv: list[str]) -> Check:
+    """Ready when ``argv`` exits 0."""
+
+    def check() -> str | None:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+        return None if done.returncode == 0 else (done.stderr or done.stdout).strip()[-200:]
+
+    return check
+
+
+def components(paths: Paths) -> list[Component]:
+    """Every component of the stack, in start-up order."""
+    repo, data, py = paths.repo, paths.data, sys.executable
+    stack = repo / "stack"
+    pg_bin = (
+        sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        if glob.glob("/usr/lib/postgresql/*/bin")
+        else "/usr/lib/postgresql/15/bin"
+    )
+    kafka_ready = [py, str(stack / "kafka_ready.py"), "127.0.0.1:9092"]
+    return [
+        Component(
+            "redis",
+            1,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--dir",
+                str(data / "redis"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            redis_check(6379),
+            "PING on 127.0.0.1:6379",
+        ),
+        Component(
+            "postgres",
+            1,
+            [str(stack / "postgres" / "run.sh"), str(data / "postgres"), str(paths.state / "run")],
+            command_check(
+                [f"{pg_bin}/pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
+            ),
+            "pg_isready on 127.0.0.1:5432",
+            user="postgres",
+        ),
+        Component(
+            "kafka",
+            1,
+            [
+                str(stack / "kafka" / "run.sh"),
+                str(paths.cached("kafka/*/.complete").parent),
+                str(data / "kafka"),
+            ],
+            command_check(kafka_ready),
+            "metadata request on 127.0.0.1:9092",
+            startup_seconds=120,
+        ),
+        Component(
+            "victoria-logs",
+            1,
+            [
+                str(paths.cached("victoria-logs/*/victoria-logs")),
+                f"-storageDataPath={data / 'victoria-logs'}",
+                "-httpListenAddr=127.0.0.1:9428",
+                "-retentionPeriod=7d",
+            ],
+            http_check("http://127.0.0.1:9428/health"),
+            "GET 127.0.0.1:9428/health",
+        ),
+        Component(
+            "jaeger",
+            1,
+            [
+                str(paths.cached("jaeger/*/jaeger")),
+                "--config",
+                str(stack / "jaeger" / "config.yaml"),
+            ],
+            http_check("http://127.0.0.1:16686/api/services"),
+            "GET 127.0.0.1:16686/api/services",
+        ),
+        Component(
+            "alert-sink",
+            1,
+            [py, str(stack / "alert_sink.py"), str(data / "alert-sink" / "alerts.jsonl")],
+            http_check("http://127.0.0.1:9095/health"),
+            "GET 127.0.0.1:9095/health",
+        ),
+        Component(
+            "slm",
+            1,
+            [
+                str(paths.cached("slm/*/.complete").parent / "venv" / "bin" / "python"),
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(
+                    paths.cached("slm/*/.complete").parent / "model" / "smollm2-135m-instruct.gguf"
+                ),
+                "--model_alias",
+                "smollm2-135m-instruct",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "8100",
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+            ],
+            http_check("http://127.0.0.1:8100/v1/models", "smollm2-135m-instruct"),
+            "GET 127.0.0.1:8100/v1/models",
+            startup_seconds=120,
+        ),
+        Component(
+            "otel-collector",
+            2,
+            [
+                str(paths.cached("otelcol/*/otelcol-soma")),
+                "--config",
+                str(repo / "collector-config" / "config.yaml"),
+            ],
+            http_check("http://127.0.0.1:13133/"),
+            "GET 127.0.0.1:13133/ (health_check)",
+            env={"SOMA_STACK_DATA": str(data), "KAFKA_BOOTSTRAP": "127.0.0.1:9092"},
+        ),
+        Component(
+            "redis-exporter",
+            2,
+            [
+                "prometheus-redis-exporter",
+                "--redis.addr=redis://127.0.0.1:6379",
+                "--web.listen-address=127.0.0.1:9121",
+            ],
+            http_check("http://127.0.0.1:9121/metrics", "redis_up 1"),
+            "GET 127.0.0.1:9121/metrics shows redis_up 1",
+        ),
+        Component(
+            "postgres-exporter",
+            2,
+            ["prometheus-postgres-exporter", "--web.listen-address=127.0.0.1:9187"],
+            http_check("http://127.0.0.1:9187/metrics", "pg_up 1"),
+            "GET 127.0.0.1:9187/metrics shows pg_up 1",
+            env={
+                "DATA_SOURCE_NAME": "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+            },
+        ),
+        Component(
+            "alertmanager",
+            2,
+            [
+                "prometheus-alertmanager",
+                f"--config.file={repo / 'infra' / 'prometheus' / 'alertmanager.yml'}",
+                f"--storage.path={data / 'alertmanager'}",
+                "--web.listen-address=127.0.0.1:9093",
+                "--cluster.listen-address=",
+            ],
+            http_check("http://127.0.0.1:9093/-/ready"),
+            "GET 127.0.0.1:9093/-/ready",
+        ),
+        Component(
+            "prometheus",
+            3,
+            [
+                "prometheus",
+                f"--config.file={repo / 'infra' / 'prometheus' / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data / 'prometheus'}",
+                "--web.listen-address=127.0.0.1:9090",
+                "--web.enable-lifecycle",
+                "--web.enable-admin-api",
+                "--enable-feature=exemplar-storage",
+            ],
+            http_check("http://127.0.0.1:9090/-/ready"),
+            "GET 127.0.0.1:9090/-/ready",
+        ),
+    ]
