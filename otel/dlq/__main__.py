@@ -1,0 +1,7 @@
+"""Entry point of ``python -m otel.dlq``."""
+
+import sys
+
+from otel.dlq.cli import main
+
+sys.exit(main())
