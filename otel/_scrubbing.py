@@ -1,0 +1,215 @@
+"""Scrubbing: secrets are redacted before any log line or span attribute leaves the process.
+
+What is redacted
+    * Any value whose key matches one of the :data:`KEY_RULES` (case-insensitive, anywhere in the
+      key, so ``http.request.header.authorization`` and ``X-Api-Key`` match), at any depth of
+      nested dicts, lists and tuples. The whole value becomes ``"[REDACTED]"``.
+    * Inside any string: ``Bearer``/``Basic``/``Digest`` credentials and ``key=value`` pairs
+      whose key matches a rule (query strings, free text). Only the secret part is replaced.
+
+    ``token`` matches ``access_token`` or ``X-Auth-Token`` but not ``gen_ai.usage.input_tokens``
+    or ``max_tokens``: the rule needs ``token`` not followed by a letter.
+    ``session_id`` is redacted because the gateway's session id authenticates a WebSocket;
+    correlate with ``conversation_id`` instead.
+
+Where it applies
+    * Logs: :class:`otel._logging.ScrubbingFilter` on the stdout JSON handler and on the OTLP
+      logging handler scrubs ``extra=`` fields, the message arguments and the message text; the
+      JSON formatter scrubs again (idempotently) for handlers without the filter.
+    * Spans: :class:`ScrubbingSpanProcessor`. A processor's ``on_end`` receives a finished,
+      immutable span after earlier processors (the export processor that
+      ``opentelemetry-instrument`` installed first) may already have exported it, so scrubbing
+      there is racy or too late. The SDK calls ``_on_ending(span)`` on *every* processor before
+      *any* ``on_end``; there the processor replaces the span's attribute map (and an event's,
+      when one matches) with a new :class:`~opentelemetry.attributes.BoundedAttributes` holding
+      the redacted values, same limits and dropped count. The export processors then receive the
+      redacted span, whatever their order. This touches the SDK span's ``_attributes``; the unit
+      tests pin the behaviour on the locked SDK version (1.45.1), both with a processor that
+      exports synchronously before ours and with a batch processor.
+
+What it records
+    ``scrubbed_values_total{signal,rule}`` counts each redacted value by signal (``logs`` or
+    ``traces``) and rule name. Values that are already ``"[REDACTED]"`` are not counted again, so
+    a record seen by two handlers counts once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from otel._instruments import library_instruments
+
+__all__ = [
+    "KEY_RULES",
+    "REDACTED",
+    "Redactions",
+    "ScrubbingSpanProcessor",
+    "key_rule",
+    "scrub_text",
+    "scrub_value",
+]
+
+REDACTED: Final = "[REDACTED]"
+
+Signal = Literal["logs", "traces"]
+
+#: (rule name, pattern searched in a key). The rule name is the metric label.
+KEY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("authorization", re.compile(r"authori[sz]ation", re.IGNORECASE)),
+    ("cookie", re.compile(r"cookie", re.IGNORECASE)),
+    ("api_key", re.compile(r"api[-_.]?key", re.IGNORECASE)),
+    ("password", re.compile(r"passw(?:or)?d|passphrase", re.IGNORECASE)),
+    ("secret", re.compile(r"secret", re.IGNORECASE)),
+    ("token", re.compile(r"token(?![a-z])", re.IGNORECASE)),
+    ("session_id", re.compile(r"session[-_.]?id", re.IGNORECASE)),
+    ("private_key", re.compile(r"private[-_.]?key", re.IGNORECASE)),
+    ("credential", re.compile(r"credential", re.IGNORECASE)),
+)
+
+_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Digest)(\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
+_SCHEME_WORD = re.compile(r"Bearer|Basic|Digest", re.IGNORECASE)
+_KEY_VALUE = re.compile(r"([A-Za-z0-9_.\-]+)(\s*=\s*|\s*:(?!//)\s*)([^\s&;,#\"']+)")
+_MAX_DEPTH = 16
+
+
+def key_rule(key: str) -> str | None:
+    """The name of the first rule whose pattern occurs in ``key``, else ``None``."""
+    for name, pattern in KEY_RULES:
+        if pattern.search(key):
+            return name
+    return None
+
+
+@dataclass
+class Redactions:
+    """What one scrubbing pass redacted: rule name -> number of values."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, rule: str) -> None:
+        self.counts[rule] = self.counts.get(rule, 0) + 1
+
+    def record(self, signal: Signal) -> None:
+        """Add the counts to ``scrubbed_values_total``."""
+        if not self.counts:
+            return
+        instruments = library_instruments()
+        for rule, count in sorted(self.counts.items()):
+            instruments.scrubbed(signal=signal, rule=rule, count=count)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+
+def scrub_text(text: str, redactions: Redactions) -> str:
+    """Redact credentials inside free text (auth schemes and secret ``key=value`` pairs)."""
+
+    def _scheme(match: re.Match[str]) -> str:
+        redactions.add("authorization")
+        return f"{match.group(1)}{match.group(2)}{REDACTED}"
+
+    def _pair(match: re.Match[str]) -> str:
+        rule = key_rule(match.group(1))
+        if rule is None or match.group(3) == REDACTED or _SCHEME_WORD.fullmatch(match.group(3)):
+            return match.group(0)
+        redactions.add(rule)
+        return f"{match.group(1)}{match.group(2)}{REDACTED}"
+
+    if not text:
+        return text
+    text = _AUTH_SCHEME.sub(_scheme, text)
+    # The auth-scheme pass leaves "Bearer [REDACTED]"; "[REDACTED]" never matches _KEY_VALUE's
+    # value class, so nothing is counted twice.
+    return _KEY_VALUE.sub(_pair, text)
+
+
+def scrub_value(
+    value: object, redactions: Redactions, key: str | None = None, _depth: int = 0
+) -> object:
+    """Return ``value`` with secrets redacted (a new object where something changed).
+
+    ``key`` is the key under which ``value`` is stored; if it matches a rule, the whole value is
+    replaced. Mappings, lists and tuples are walked; strings are scrubbed with
+    :func:`scrub_text`; every other value is returned as is.
+    """
+    if key is not None:
+        rule = key_rule(key)
+        if rule is not None:
+            if value == REDACTED:
+                return value
+            redactions.add(rule)
+            return REDACTED
+    if isinstance(value, str):
+        return scrub_text(value, redactions)
+    if _depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            k: scrub_value(v, redactions, k if isinstance(k, str) else None, _depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        items = [scrub_value(v, redactions, None, _depth + 1) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
+def _scrubbed_attributes(
+    attributes: Mapping[str, object] | None, redactions: Redactions
+) -> dict[str, object] | None:
+    """The scrubbed copy of ``attributes`` if anything was redacted, else ``None``."""
+    if not attributes:
+        return None
+    before = sum(redactions.counts.values())
+    scrubbed = {key: scrub_value(value, redactions, key) for key, value in attributes.items()}
+    if sum(redactions.counts.values()) == before:
+        return None
+    return scrubbed
+
+
+def _replacement(original: object, scrubbed: Mapping[str, object]) -> BoundedAttributes:
+    maxlen = getattr(original, "maxlen", None)
+    max_value_len = getattr(original, "max_value_len", None)
+    replacement = BoundedAttributes(
+        maxlen=maxlen,
+        attributes=scrubbed,  # type: ignore[arg-type]
+        immutable=True,
+        max_value_len=max_value_len,
+    )
+    replacement.dropped = getattr(original, "dropped", 0)
+    return replacement
+
+
+class ScrubbingSpanProcessor(SpanProcessor):
+    """Redacts span and event attributes in ``_on_ending``, before any processor exports."""
+
+    def _on_ending(self, span: Span) -> None:
+        redactions = Redactions()
+        scrubbed = _scrubbed_attributes(span.attributes, redactions)
+        if scrubbed is not None:
+            span._attributes = _replacement(span._attributes, scrubbed)
+        for event in span.events:
+            event_scrubbed = _scrubbed_attributes(event.attributes, redactions)
+            if event_scrubbed is not None:
+                event._attributes = _replacement(event.attributes, event_scrubbed)
+        redactions.record("traces")
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do at start: attributes may still change until the span ends."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Nothing to do: the span was scrubbed in ``_on_ending``."""
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered."""
+        return True

@@ -1,0 +1,493 @@
+"""``otel.configure()``: one call that sets up traces, metrics and logs, in one of two modes.
+
+Instrumented mode (``opentelemetry-instrument python -m service``)
+    The distro has already installed SDK providers (from ``OTEL_*``) and instrumented the
+    libraries. ``configure()`` detects the SDK ``TracerProvider`` and adds only what the library
+    owns: the :class:`~otel._scrubbing.ScrubbingSpanProcessor`, the JSON log handler on stdout,
+    the scrubbing filter on the OTLP logging handler of ``opentelemetry-instrumentation-logging``
+    (or, if that handler is absent, its own), and the root log level. It installs no provider,
+    instruments nothing, and does not change the resource (the SDK's resource is immutable once
+    spans exist); it logs a warning when ``service.version``, ``service.instance.id`` or
+    ``deployment.environment`` are missing, when the sampler is not parent-based always-on, and
+    when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these through the environment
+    (see ``docs/setup.md``).
+
+Standalone mode (``python -m service``)
+    ``configure()`` installs a TracerProvider, MeterProvider and LoggerProvider exporting over OTLP
+    as the ``OTEL_*`` variables say (:mod:`otel._config`), puts the OTLP logging handler on the
+    root logger, sets ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` unless already set, and instruments
+    aiokafka, asyncpg, FastAPI, httpx and redis (minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
+    Call it before creating the FastAPI app: the FastAPI instrumentation patches the class.
+
+Resource
+    ``service.name`` (= Prometheus ``job``), ``service.version``, ``service.instance.id`` (a uuid4
+    unless given or in ``OTEL_RESOURCE_ATTRIBUTES``; = ``instance``), ``deployment.environment``
+    (``SOMA_AGENT_MODE``, default ``LOCAL``). No ``service.namespace``: the collector's
+    Prometheus exporter would turn it into ``job="<namespace>/<name>"`` and the spec's rules,
+    which select ``job="gateway"``, would match nothing.
+
+Sampling
+    Parent-based always-on at the head. The collector's spanmetrics connector derives the spec's
+    RED series (request rates, error ratios, latency histograms) from spans; it must see every
+    span or the counts would be a sample. The collector's tail sampler then keeps 10% of traces
+    (the spec's "10% of requests traced"), plus every trace with an error or
+    ``soma.sampling.keep=true``.
+
+Shutdown
+    :meth:`Telemetry.shutdown` flushes traces, logs and metrics (standalone: and shuts the
+    providers down; it also runs at interpreter exit). It is idempotent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any, Literal, TextIO
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.instrumentation.logging.handler import LoggingHandler as _InstrLoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs import LoggingHandler as _SdkLoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+from opentelemetry.semconv._incubating.attributes.deployment_attributes import (
+    DEPLOYMENT_ENVIRONMENT,
+)
+from opentelemetry.semconv.attributes.service_attributes import (
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    SERVICE_VERSION,
+)
+
+from otel._config import (
+    INSTRUMENTATION_NAMES,
+    ConfigurationError,
+    ExporterKind,
+    Protocol,
+    Settings,
+    resolve_settings,
+)
+from otel._logging import JsonFormatter, OtlpLoggingHandler, ScrubbingFilter
+from otel._scrubbing import ScrubbingSpanProcessor
+
+__all__ = ["Mode", "Telemetry", "configure"]
+
+Mode = Literal["standalone", "instrumented"]
+_SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+_LOG = logging.getLogger("otel")
+
+_INSTRUMENTORS: Mapping[str, tuple[str, str]] = {
+    "aiokafka": ("opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"),
+    "asyncpg": ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
+    "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
+    "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+    "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
+}
+
+_state_lock = threading.Lock()
+_active: Telemetry | None = None
+#: Providers an earlier standalone configure() made global (they can be set once per process).
+_owned_providers: list[object] = []
+
+
+@dataclass
+class Telemetry:
+    """What :func:`configure` set up; :meth:`shutdown` flushes all three signals."""
+
+    mode: Mode
+    settings: Settings
+    resource: Resource
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider
+    instrumented: tuple[str, ...] = ()
+    _handlers: list[logging.Handler] = field(default_factory=list, repr=False)
+    _filtered: list[logging.Handler] = field(default_factory=list, repr=False)
+    _filter: ScrubbingFilter = field(default_factory=ScrubbingFilter, repr=False)
+    _shut_down: bool = field(default=False, repr=False)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything buffered in the three providers; True if all succeeded."""
+        for handler in self._handlers:
+            if not isinstance(handler, _InstrLoggingHandler):
+                handler.flush()
+        results = (
+            self.tracer_provider.force_flush(timeout_millis),
+            self.logger_provider.force_flush(timeout_millis),
+            self.meter_provider.force_flush(timeout_millis),
+        )
+        return all(results)
+
+    def shutdown(self) -> None:
+        """Flush traces, logs and metrics and detach what configure() added; idempotent.
+
+        Standalone: shuts the three providers down (after which they drop new data) and removes
+        the instrumentations it added. Instrumented: flushes the providers, which stay with the
+        distro (it shuts them down at exit).
+        """
+        global _active
+        with _state_lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            if _active is self:
+                _active = None
+        atexit.unregister(self.shutdown)
+        root = logging.getLogger()
+        for handler in self._handlers:
+            if not isinstance(handler, _InstrLoggingHandler):
+                handler.flush()
+            root.removeHandler(handler)
+        for handler in self._filtered:
+            handler.removeFilter(self._filter)
+        if self.mode == "standalone":
+            for name in self.instrumented:
+                _instrumentor(name).uninstrument()
+            self.tracer_provider.shutdown()
+            self.logger_provider.shutdown()
+            self.meter_provider.shutdown()
+        else:
+            self.tracer_provider.force_flush()
+            self.logger_provider.force_flush()
+            self.meter_provider.force_flush()
+
+
+def _instrumentor(name: str) -> Any:
+    module, cls = _INSTRUMENTORS[name]
+    return getattr(import_module(module), cls)()
+
+
+def _span_exporter(kind: ExporterKind, settings: Settings) -> Any:
+    if kind == "console":
+        return ConsoleSpanExporter()
+    args = _otlp_args(settings, "traces")
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(**args)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter(**args)
+
+
+def _metric_exporter(kind: ExporterKind, settings: Settings) -> Any:
+    if kind == "console":
+        return ConsoleMetricExporter()
+    args = _otlp_args(settings, "metrics")
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(**args)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    return HttpMetricExporter(**args)
+
+
+def _log_exporter(kind: ExporterKind, settings: Settings) -> Any:
+    if kind == "console":
+        return ConsoleLogRecordExporter()
+    args = _otlp_args(settings, "logs")
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(**args)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpLogExporter,
+    )
+
+    return HttpLogExporter(**args)
+
+
+def _otlp_args(settings: Settings, signal: Literal["traces", "metrics", "logs"]) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "endpoint": settings.signal_endpoint(signal),
+        "headers": dict(settings.headers),
+        "timeout": settings.export_timeout_millis / 1000,
+    }
+    if settings.protocol == "grpc":
+        args["insecure"] = settings.endpoint.startswith("http://")
+    return args
+
+
+def _standalone_resource(settings: Settings) -> Resource:
+    attributes: dict[str, str] = dict(settings.resource_attributes)
+    attributes.update(
+        {
+            SERVICE_NAME: settings.service_name,
+            SERVICE_VERSION: settings.service_version,
+            SERVICE_INSTANCE_ID: settings.service_instance_id,
+            DEPLOYMENT_ENVIRONMENT: settings.environment,
+        }
+    )
+    return Resource.create(attributes)
+
+
+def _check_adopted(tracer_provider: TracerProvider, resource: Resource) -> None:
+    for key in (SERVICE_VERSION, SERVICE_INSTANCE_ID, DEPLOYMENT_ENVIRONMENT):
+        if key not in resource.attributes:
+            _LOG.warning(
+                "resource attribute %s is missing; set it in OTEL_RESOURCE_ATTRIBUTES "
+                "(see docs/setup.md)",
+                key,
+            )
+    sampler: str = tracer_provider.sampler.get_description()
+    if sampler != DEFAULT_ON.get_description():  # type: ignore[no-untyped-call]
+        _LOG.warning(
+            "head sampler is %s, not parent-based always-on: the collector's spanmetrics "
+            "would count a sample; unset OTEL_TRACES_SAMPLER",
+            sampler,
+        )
+    if "http" not in os.environ.get(_SEMCONV_OPT_IN, "").split(","):
+        _LOG.warning(
+            "%s does not include http: HTTP spans carry the old attribute names", _SEMCONV_OPT_IN
+        )
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    service_version: str | None = None,
+    service_instance_id: str | None = None,
+    environment: str | None = None,
+    protocol: Protocol | None = None,
+    endpoint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    traces_exporter: ExporterKind | None = None,
+    metrics_exporter: ExporterKind | None = None,
+    logs_exporter: ExporterKind | None = None,
+    metric_export_interval_millis: int | None = None,
+    log_level: str | None = None,
+    json_logs: bool | None = None,
+    log_stream: TextIO | None = None,
+    instrumentations: Collection[str] | None = None,
+    additional_span_processors: Sequence[SpanProcessor] = (),
+    additional_metric_readers: Sequence[MetricReader] = (),
+    additional_log_processors: Sequence[LogRecordProcessor] = (),
+) -> Telemetry:
+    """Set up traces, metrics and logs for one service; see the module docstring.
+
+    Every keyword overrides its environment variable (table in :mod:`otel._config` and
+    ``docs/setup.md``). ``log_stream`` is where JSON lines go (default ``sys.stdout``).
+    ``instrumentations`` names the libraries standalone mode instruments (default all of
+    aiokafka, asyncpg, fastapi, httpx, redis minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
+    The ``additional_*`` processors and readers are added to the providers (span and log
+    processors in both modes; metric readers only in standalone mode, since a MeterProvider's
+    readers are fixed when it is created).
+
+    Raises :class:`~otel.ConfigurationError` for unusable settings and ``RuntimeError`` when
+    called again in the same process without ``shutdown()``, or after a standalone setup (the
+    OpenTelemetry global providers can be set only once per process).
+    """
+    global _active
+    with _state_lock:
+        if _active is not None:
+            raise RuntimeError(
+                "otel.configure() was already called; call shutdown() on its Telemetry first"
+            )
+        current = trace.get_tracer_provider()
+        if any(current is owned for owned in _owned_providers):
+            raise RuntimeError(
+                "an earlier standalone otel.configure() installed the global providers; "
+                "OpenTelemetry lets a process set them only once"
+            )
+        adopted = isinstance(current, TracerProvider)
+        tracer_provider_hint = current if isinstance(current, TracerProvider) else None
+        resolved_name = service_name
+        if resolved_name is None and tracer_provider_hint is not None:
+            env_name = os.environ.get("OTEL_SERVICE_NAME")
+            resource_name = tracer_provider_hint.resource.attributes.get(SERVICE_NAME)
+            resolved_name = env_name or (str(resource_name) if resource_name else None)
+        settings = resolve_settings(
+            service_name=resolved_name,
+            service_version=service_version,
+            service_instance_id=service_instance_id,
+            environment=environment,
+            protocol=protocol,
+            endpoint=endpoint,
+            headers=headers,
+            traces_exporter=traces_exporter,
+            metrics_exporter=metrics_exporter,
+            logs_exporter=logs_exporter,
+            metric_export_interval_millis=metric_export_interval_millis,
+            log_level=log_level,
+            json_logs=json_logs,
+            new_instance_id=lambda: str(uuid.uuid4()),
+        )
+        telemetry = (
+            _adopt(settings, additional_span_processors, additional_metric_readers,
+                   additional_log_processors)
+            if adopted
+            else _install(settings, instrumentations, additional_span_processors,
+                          additional_metric_readers, additional_log_processors)
+        )
+        _configure_logging(telemetry, log_stream)
+        _active = telemetry
+    if telemetry.mode == "standalone":
+        atexit.register(telemetry.shutdown)
+    return telemetry
+
+
+def _adopt(
+    settings: Settings,
+    span_processors: Sequence[SpanProcessor],
+    metric_readers: Sequence[MetricReader],
+    log_processors: Sequence[LogRecordProcessor],
+) -> Telemetry:
+    tracer_provider = trace.get_tracer_provider()
+    meter_provider = metrics.get_meter_provider()
+    logger_provider = _logs.get_logger_provider()
+    assert isinstance(tracer_provider, TracerProvider)
+    if not isinstance(meter_provider, MeterProvider) or not isinstance(
+        logger_provider, LoggerProvider
+    ):
+        raise RuntimeError(
+            "an SDK TracerProvider is installed but the MeterProvider or LoggerProvider is not "
+            "the SDK's; run under opentelemetry-instrument with the distro, or call "
+            "otel.configure() before anything installs providers"
+        )
+    if metric_readers:
+        raise ConfigurationError(
+            "additional_metric_readers cannot be added to a MeterProvider that already exists "
+            "(instrumented mode)"
+        )
+    tracer_provider.add_span_processor(ScrubbingSpanProcessor())
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    for log_processor in log_processors:
+        logger_provider.add_log_record_processor(log_processor)
+    _check_adopted(tracer_provider, tracer_provider.resource)
+    return Telemetry(
+        mode="instrumented",
+        settings=settings,
+        resource=tracer_provider.resource,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+    )
+
+
+def _install(
+    settings: Settings,
+    instrumentations: Collection[str] | None,
+    span_processors: Sequence[SpanProcessor],
+    metric_readers: Sequence[MetricReader],
+    log_processors: Sequence[LogRecordProcessor],
+) -> Telemetry:
+    names = (
+        [n for n in INSTRUMENTATION_NAMES if n not in settings.disabled_instrumentations]
+        if instrumentations is None
+        else list(instrumentations)
+    )
+    unknown = sorted(set(names) - set(INSTRUMENTATION_NAMES))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown instrumentations {unknown}; known: {list(INSTRUMENTATION_NAMES)}"
+        )
+    os.environ.setdefault(_SEMCONV_OPT_IN, "http")
+    resource = _standalone_resource(settings)
+
+    tracer_provider = TracerProvider(sampler=DEFAULT_ON, resource=resource, shutdown_on_exit=False)
+    tracer_provider.add_span_processor(ScrubbingSpanProcessor())
+    if settings.traces_exporter != "none":
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                _span_exporter(settings.traces_exporter, settings),
+                schedule_delay_millis=settings.span_schedule_delay_millis,
+                export_timeout_millis=settings.export_timeout_millis,
+            )
+        )
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+
+    readers: list[MetricReader] = []
+    if settings.metrics_exporter != "none":
+        readers.append(
+            PeriodicExportingMetricReader(
+                _metric_exporter(settings.metrics_exporter, settings),
+                export_interval_millis=settings.metric_export_interval_millis,
+                export_timeout_millis=settings.metric_export_timeout_millis,
+            )
+        )
+    readers.extend(metric_readers)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, shutdown_on_exit=False
+    )
+
+    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    if settings.logs_exporter != "none":
+        logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(
+                _log_exporter(settings.logs_exporter, settings),
+                schedule_delay_millis=settings.log_schedule_delay_millis,
+                export_timeout_millis=settings.export_timeout_millis,
+            )
+        )
+    for log_processor in log_processors:
+        logger_provider.add_log_record_processor(log_processor)
+
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    _logs.set_logger_provider(logger_provider)
+    _owned_providers.append(tracer_provider)
+
+    instrumented: list[str] = []
+    for name in names:
+        instrumentor = _instrumentor(name)
+        if instrumentor.is_instrumented_by_opentelemetry:
+            continue
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumented.append(name)
+    return Telemetry(
+        mode="standalone",
+        settings=settings,
+        resource=resource,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        instrumented=tuple(instrumented),
+    )
+
+
+def _configure_logging(telemetry: Telemetry, log_stream: TextIO | None) -> None:
+    settings = telemetry.settings
+    root = logging.getLogger()
+    root.setLevel(settings.log_level)
+    if settings.json_logs:
+        stream_handler = logging.StreamHandler(log_stream or sys.stdout)
+        stream_handler.setFormatter(JsonFormatter(settings.service_name))
+        stream_handler.addFilter(telemetry._filter)
+        root.addHandler(stream_handler)
+        telemetry._handlers.append(stream_handler)
+    existing = [
+        h for h in root.handlers if isinstance(h, _InstrLoggingHandler | _SdkLoggingHandler)
+    ]
+    if telemetry.mode == "instrumented" and existing:
+        for handler in existing:
+            handler.addFilter(telemetry._filter)
+            telemetry._filtered.append(handler)
+        return
+    otlp_handler = OtlpLoggingHandler(logger_provider=telemetry.logger_provider)
+    otlp_handler.addFilter(telemetry._filter)
+    root.addHandler(otlp_handler)
+    telemetry._handlers.append(otlp_handler)
