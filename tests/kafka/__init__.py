@@ -1,0 +1,1 @@
+"""Tests of otel.kafka and otel.dlq on the real Kafka broker."""
