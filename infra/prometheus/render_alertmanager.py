@@ -41,7 +41,8 @@ def _write_secret(secrets_dir: Path, name: str, value: str) -> Path:
 
 def _receiver(config: dict[str, Any], name: str) -> dict[str, Any]:
     """Return the receiver called name from config."""
-    for receiver in config["receivers"]:
+    receivers: list[dict[str, Any]] = config["receivers"]
+    for receiver in receivers:
         if receiver["name"] == name:
             return receiver
     raise KeyError(f"alertmanager.yml has no receiver {name!r}")
