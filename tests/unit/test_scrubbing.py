@@ -150,7 +150,9 @@ def test_span_attributes_are_redacted_before_an_earlier_exporting_processor(
     provider.shutdown()
 
 
-def test_span_without_secrets_keeps_its_attribute_limits(meter_reader: InMemoryMetricReader) -> None:
+def test_span_without_secrets_keeps_its_attribute_limits(
+    meter_reader: InMemoryMetricReader,
+) -> None:
     """A clean span is exported unchanged, with its dropped-attribute count intact."""
     from opentelemetry.sdk.trace import SpanLimits
 
