@@ -1,0 +1,1 @@
+"""Runnable examples of both setup modes (see docs/setup.md)."""

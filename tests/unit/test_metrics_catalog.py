@@ -1,0 +1,157 @@
+"""docs/metrics.md equals the code: span-derived constants and the exported instruments."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+
+from otel._catalog import SPAN_DERIVED_SERIES, SeriesSpec
+from otel._instruments import LibraryInstruments
+from services_instrumentation import conversation_worker, gateway, tool_executor
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+_SOURCES = {
+    gateway.METER_NAME: "gateway",
+    conversation_worker.METER_NAME: "conversation-worker",
+    tool_executor.METER_NAME: "tool-executor",
+    "otel": "library",
+}
+
+
+def _cell(text: str) -> str:
+    return text.strip().strip("`")
+
+
+def _documented() -> list[SeriesSpec]:
+    """Rows of the ## Catalog table."""
+    section = DOCS.read_text().split("## Catalog", 1)[1].split("\n## ", 1)[0]
+    rows: list[SeriesSpec] = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        name, type_, labels, unit, buckets, source, instrument = (
+            _cell(c) for c in line.strip().strip("|").split("|")
+        )
+        rows.append(SeriesSpec(
+            name=name,
+            type=type_,  # type: ignore[arg-type]
+            labels=() if labels == "-" else tuple(x.strip() for x in labels.split(",")),
+            unit=unit,
+            buckets=() if buckets == "-" else tuple(float(b) for b in buckets.split(",")),
+            source=source,
+            instrument=None if instrument == "-" else instrument,
+        ))
+    return rows
+
+
+def _prometheus_name(name: str, unit: str, monotonic_sum: bool) -> str:
+    """The name the collector's Prometheus exporter shows (unit suffix, then _total)."""
+    suffix = {"s": "seconds", "By": "bytes"}.get(unit)
+    if suffix and not name.endswith(f"_{suffix}") and f"_{suffix}_" not in name:
+        name = f"{name}_{suffix}"
+    if monotonic_sum and not name.endswith("_total"):
+        name = f"{name}_total"
+    return name
+
+
+def _exported() -> list[SeriesSpec]:
+    """Record once through every public method of every instrument set; read back the data."""
+    reader = InMemoryMetricReader(
+        preferred_temporality={
+            Counter: AggregationTemporality.CUMULATIVE,
+            UpDownCounter: AggregationTemporality.CUMULATIVE,
+            Histogram: AggregationTemporality.CUMULATIVE,
+        }
+    )
+    provider = MeterProvider(metric_readers=[reader])
+    gw = gateway.create_instruments(provider)
+    gw.session_created()
+    gw.auth_attempt(result="success")
+    gw.policy_evaluation(result="deny")
+    with gw.websocket_connection():
+        pass
+    cw = conversation_worker.create_instruments(provider)
+    cw.slm_tokens_used(model="m", input_tokens=3, output_tokens=4)
+    cw.budget_consumed(tenant="t", persona_id="p", tokens=7)
+    cw.budget_limit_hit(tenant="t", persona_id="p")
+    cw.intent_classified(intent="chat")
+    te = tool_executor.create_instruments(provider)
+    te.tool_blocked(tool_name="rm", tenant="t")
+    with te.sandbox_execution():
+        pass
+    te.resource_usage(tool_name="rm", cpu_seconds=0.25, memory_bytes=2_000_000)
+    lib = LibraryInstruments(provider)
+    lib.dlq_event(source_topic="tool.requests", error_type="invalid_event")
+    lib.trace_context_invalid(topic="tool.requests", reason="malformed")
+    lib.scrubbed(signal="logs", rule="token")
+
+    data = reader.get_metrics_data()
+    assert data is not None
+    series: list[SeriesSpec] = []
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points = list(metric.data.data_points)
+                labels = {tuple(sorted((p.attributes or {}).keys())) for p in points}
+                assert len(labels) == 1, f"{metric.name} recorded with differing label sets"
+                if isinstance(metric.data, HistogramData):
+                    point = points[0]
+                    assert isinstance(point, HistogramDataPoint)
+                    type_, buckets, monotonic = "histogram", tuple(point.explicit_bounds), False
+                else:
+                    assert isinstance(metric.data, Sum)
+                    monotonic = metric.data.is_monotonic
+                    type_, buckets = ("counter" if monotonic else "gauge"), ()
+                shown = _prometheus_name(metric.name, metric.unit or "", monotonic)
+                series.append(SeriesSpec(
+                    name=shown,
+                    type=type_,  # type: ignore[arg-type]
+                    labels=labels.pop(),
+                    unit=metric.unit or "",
+                    buckets=buckets,
+                    source=_SOURCES[sm.scope.name],
+                    instrument=None if shown == metric.name else metric.name,
+                ))
+    provider.shutdown()
+    return series
+
+
+def _key(s: SeriesSpec) -> tuple[object, ...]:
+    return (s.name, s.type, tuple(sorted(s.labels)), s.unit, s.buckets, s.source, s.instrument)
+
+
+def test_span_derived_rows_equal_the_library_constants() -> None:
+    """Each span-derived row of docs/metrics.md equals its SPAN_DERIVED_SERIES entry."""
+    documented = {_key(s) for s in _documented() if s.source == "span-derived"}
+    assert documented == {_key(s) for s in SPAN_DERIVED_SERIES}
+    assert len(SPAN_DERIVED_SERIES) == 10
+
+
+def test_emitted_rows_equal_the_instruments_the_code_exports() -> None:
+    """Every other row equals a series the instruments export (name as Prometheus shows it,
+    type, label keys, unit, buckets, source), and no instrument is missing from the doc."""
+    documented = {_key(s) for s in _documented() if s.source != "span-derived"}
+    exported = [_key(s) for s in _exported()]
+    assert len(exported) == len(set(exported)) == 15
+    assert documented == set(exported)
+
+
+def test_every_spec_series_is_catalogued_once() -> None:
+    """The catalog has the spec's 22 series and the library's 3, each once."""
+    names = [s.name for s in _documented()]
+    assert len(names) == len(set(names)) == 25
+
+
+def test_units_are_seconds_bytes_or_annotations_never_one() -> None:
+    """No documented unit is '1' or empty: s, By, or a {annotation}."""
+    units = {s.unit for s in _documented()}
+    assert all(u in ("s", "By") or re.fullmatch(r"\{[a-z]+\}", u) for u in units), units
