@@ -1,16 +1,17 @@
 """The library's own instruments (not in the spec, listed in ``docs/metrics.md`` as ``library``).
 
-* ``dlq_events_total{source_topic,error_type}``: events written to ``<source_topic>.dlq``
-  (recorded by ``otel.dlq``).
-* ``trace_context_invalid_total{topic,reason}``: consumed events whose trace context was missing
-  or unusable, so that their handler started a new trace (recorded by ``otel.kafka``);
-  ``reason`` is one of :data:`TRACE_CONTEXT_INVALID_REASONS`.
-* ``scrubbed_values_total{signal,rule}``: values the scrubber redacted; ``signal`` is ``logs``
-  or ``traces``, ``rule`` the name of the scrubbing rule that matched (a fixed, small set), never
-  the key itself, so the label stays low-cardinality.
+* ``dlq_events_total{source_topic,error_type}`` (scope ``otel.dlq``): records written to
+  ``<source_topic>.dlq``, counted on the broker's ack.
+* ``soma_trace_context_invalid_total{source,reason}`` (scope ``otel.kafka``): consumed records
+  whose trace context was missing or unusable, so that their handler started a new trace;
+  ``source`` is ``header``, ``body`` or ``none``.
+* ``soma_scrubbed_values_total{signal,rule}`` (scope ``otel``): values the scrubber redacted;
+  ``signal`` is ``logs`` or ``traces``, ``rule`` the name of the scrubbing rule that matched (a
+  fixed, small set), never the key itself, so the label stays low-cardinality.
 
-Use :func:`library_instruments`, which binds to the global MeterProvider that is current when it
-is called (instruments created from the API's proxy provider before ``configure()`` also work).
+Names, units, descriptions and scopes are the ones ``otel.kafka`` and ``otel.dlq`` create, so that
+creating them here too yields the same instruments. Use :func:`library_instruments`, which binds
+to the global MeterProvider that is current when it is called.
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ from typing import Final, Literal
 from opentelemetry import metrics
 
 __all__ = [
+    "DLQ_METER_NAME",
+    "KAFKA_METER_NAME",
     "METER_NAME",
-    "TRACE_CONTEXT_INVALID_REASONS",
     "LibraryInstruments",
     "library_instruments",
 ]
 
 METER_NAME: Final = "otel"
+DLQ_METER_NAME: Final = "otel.dlq"
+KAFKA_METER_NAME: Final = "otel.kafka"
 
-TraceContextInvalidReason = Literal["missing", "malformed", "wrong_type", "oversized"]
-TRACE_CONTEXT_INVALID_REASONS: tuple[TraceContextInvalidReason, ...] = (
-    "missing",
-    "malformed",
-    "wrong_type",
-    "oversized",
-)
+TraceContextSource = Literal["header", "body", "none"]
 
 
 class LibraryInstruments:
@@ -43,18 +41,20 @@ class LibraryInstruments:
 
     def __init__(self, meter_provider: metrics.MeterProvider) -> None:
         meter = meter_provider.get_meter(METER_NAME)
-        self.dlq_events_counter = meter.create_counter(
+        self.dlq_events_counter = meter_provider.get_meter(DLQ_METER_NAME).create_counter(
             "dlq_events_total",
             unit="{event}",
-            description="Events written to a dead letter topic",
+            description="Records written to a dead-letter topic (counted on the broker's ack).",
         )
-        self.trace_context_invalid_events = meter.create_counter(
-            "trace_context_invalid_total",
-            unit="{event}",
-            description="Consumed events whose trace context was missing or unusable",
+        self.trace_context_invalid_events = meter_provider.get_meter(
+            KAFKA_METER_NAME
+        ).create_counter(
+            "soma_trace_context_invalid_total",
+            unit="{record}",
+            description="Consumed records whose trace context was missing or malformed.",
         )
         self.scrubbed_values_counter = meter.create_counter(
-            "scrubbed_values_total",
+            "soma_scrubbed_values_total",
             unit="{value}",
             description="Values redacted before they left the process",
         )
@@ -63,9 +63,9 @@ class LibraryInstruments:
         """Count one event written to ``<source_topic>.dlq``."""
         self.dlq_events_counter.add(1, {"source_topic": source_topic, "error_type": error_type})
 
-    def trace_context_invalid(self, *, topic: str, reason: TraceContextInvalidReason) -> None:
-        """Count one consumed event whose handler had to start a new trace."""
-        self.trace_context_invalid_events.add(1, {"topic": topic, "reason": reason})
+    def trace_context_invalid(self, *, source: TraceContextSource, reason: str) -> None:
+        """Count one consumed record whose trace context in ``source`` was unusable."""
+        self.trace_context_invalid_events.add(1, {"source": source, "reason": reason})
 
     def scrubbed(self, *, signal: Literal["logs", "traces"], rule: str, count: int = 1) -> None:
         """Count ``count`` values redacted from ``signal`` by ``rule``."""

@@ -28,7 +28,7 @@ Where it applies
       exports synchronously before ours and with a batch processor.
 
 What it records
-    ``scrubbed_values_total{signal,rule}`` counts each redacted value by signal (``logs`` or
+    ``soma_scrubbed_values_total{signal,rule}`` counts each redacted value by signal (``logs`` or
     ``traces``) and rule name. Values that are already ``"[REDACTED]"`` are not counted again, so
     a record seen by two handlers counts once.
 """
@@ -97,7 +97,7 @@ class Redactions:
         self.counts[rule] = self.counts.get(rule, 0) + 1
 
     def record(self, signal: Signal) -> None:
-        """Add the counts to ``scrubbed_values_total``."""
+        """Add the counts to ``soma_scrubbed_values_total``."""
         if not self.counts:
             return
         instruments = library_instruments()

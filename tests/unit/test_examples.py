@@ -93,4 +93,4 @@ def test_example_emits_one_scrubbed_trace_with_its_logs_and_metrics(
     }
     assert {"slm_tokens_total", "budget_tokens_consumed_total", "intent_classification_total",
             "resource_usage_cpu_seconds", "resource_usage_memory_bytes",
-            "sandbox_active_executions", "scrubbed_values_total"} <= metric_names
+            "sandbox_active_executions", "soma_scrubbed_values_total"} <= metric_names

@@ -24,6 +24,8 @@ _SOURCES = {
     conversation_worker.METER_NAME: "conversation-worker",
     tool_executor.METER_NAME: "tool-executor",
     "otel": "library",
+    "otel.dlq": "library",
+    "otel.kafka": "library",
 }
 
 
@@ -91,7 +93,7 @@ def _exported() -> list[SeriesSpec]:
     te.resource_usage(tool_name="rm", cpu_seconds=0.25, memory_bytes=2_000_000)
     lib = LibraryInstruments(provider)
     lib.dlq_event(source_topic="tool.requests", error_type="invalid_event")
-    lib.trace_context_invalid(topic="tool.requests", reason="malformed")
+    lib.trace_context_invalid(source="header", reason="malformed")
     lib.scrubbed(signal="logs", rule="token")
 
     data = reader.get_metrics_data()

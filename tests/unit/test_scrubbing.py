@@ -108,7 +108,7 @@ def _scrub_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str], int | f
     for rm in data.resource_metrics if data else []:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                if metric.name == "scrubbed_values_total":
+                if metric.name == "soma_scrubbed_values_total":
                     for point in metric.data.data_points:
                         attrs = dict(point.attributes or {})
                         counts[(str(attrs["signal"]), str(attrs["rule"]))] = point.value  # type: ignore[union-attr]
