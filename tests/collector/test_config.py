@@ -13,9 +13,12 @@ from otel._catalog import SPAN_DERIVED_SERIES, SeriesSpec
 from stack.stackctl import stack_paths
 
 CONFIG = Path(__file__).resolve().parents[2] / "collector-config" / "config.yaml"
-_SET_NAME = re.compile(r'^set\(name, "(?P<new>[^"]+)"\) where name == "(?P<old>[^"]+)"$')
-_AGGREGATE = re.compile(
-    r'^aggregate_on_attributes\("sum", \[(?P<keys>[^\]]*)\]\) where (?P<cond>.+)$'
+_SET_NAME = re.compile(
+    r'^set\(metric\.name, "(?P<new>[^"]+)"\) where metric\.name == "(?P<old>[^"]+)"$'
+)
+_KEEP = re.compile(
+    r"^(?:aggregate_on_attributes\(\"sum\", |keep_keys\(datapoint\.attributes, )"
+    r"\[(?P<keys>[^\]]*)\]\) where (?P<cond>.+)$"
 )
 
 
@@ -41,7 +44,7 @@ def _seconds(duration: str) -> float:
 def _red_statements() -> list[str]:
     config = yaml.safe_load(CONFIG.read_text())
     groups = config["processors"]["transform/red_names"]["metric_statements"]
-    return [s for g in groups if g["context"] == "metric" for s in g["statements"]]
+    return [s for g in groups for s in g["statements"]]
 
 
 def _renames() -> dict[str, str]:
@@ -50,12 +53,12 @@ def _renames() -> dict[str, str]:
 
 
 def _kept_labels() -> dict[str, set[str]]:
-    """Spanmetrics metric name -> the attribute keys aggregate_on_attributes keeps."""
+    """Spanmetrics metric name -> the attribute keys kept (keep_keys or aggregate_on_attributes)."""
     kept: dict[str, set[str]] = {}
     for statement in _red_statements():
-        if m := _AGGREGATE.match(statement):
+        if m := _KEEP.match(statement):
             keys = {k.strip().strip('"') for k in m["keys"].split(",") if k.strip()}
-            for source in re.findall(r'name == "([^"]+)"', m["cond"]):
+            for source in re.findall(r'metric\.name == "([^"]+)"', m["cond"]):
                 kept[source] = keys
     return kept
 
