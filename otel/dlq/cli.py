@@ -12,12 +12,18 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 from aiokafka.structs import ConsumerRecord
 
 from otel.dlq import headers as h
@@ -142,10 +148,38 @@ def _summary(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     }
 
 
-async def _partitions(client: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    if topic not in await client.topics():
+async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+    (described,) = await admin.describe_topics([topic])
+    if described["error_code"] == UnknownTopicOrPartitionError.errno:
         raise CliError(f"topic {topic!r} does not exist", EXIT_NOT_FOUND)
-    return [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
+    if described["error_code"]:
+        raise for_code(described["error_code"])(f"describing topic {topic!r}")
+    return sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
+
+
+@asynccontextmanager
+async def _clients(
+    args: argparse.Namespace, group_id: str | None = None
+) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+    """Yield a started admin client and a consumer without auto-commit; close both after."""
+    timeout_ms = int(args.timeout * 1000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=args.bootstrap_servers, request_timeout_ms=timeout_ms
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=timeout_ms,
+    )
+    try:
+        await admin.start()
+        await consumer.start()
+        yield admin, consumer
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def _read(
@@ -174,22 +208,10 @@ async def _read(
                 remaining.discard(tp)
 
 
-def _consumer(args: argparse.Namespace, group_id: str | None = None) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=args.bootstrap_servers,
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=int(args.timeout * 1000),
-    )
-
-
 async def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     """Print one line (or JSON object) per record of the DLQ topic."""
-    consumer = _consumer(args)
-    try:
-        await consumer.start()
-        tps = await _partitions(consumer, args.topic)
+    async with _clients(args) as (admin, consumer):
+        tps = await _partitions(admin, args.topic)
         start = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         if not args.json:
@@ -212,18 +234,14 @@ async def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
             printed += 1
             if args.limit is not None and printed >= args.limit:
                 break
-    finally:
-        await consumer.stop()
     return EXIT_OK
 
 
 async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     """Print one record: position, key, every header in order, and the value."""
-    consumer = _consumer(args)
-    try:
-        await consumer.start()
+    async with _clients(args) as (admin, consumer):
         tp = TopicPartition(args.topic, args.partition)
-        if tp not in await _partitions(consumer, args.topic):
+        if tp not in await _partitions(admin, args.topic):
             raise CliError(f"{args.topic} has no partition {args.partition}", EXIT_NOT_FOUND)
         first = (await consumer.beginning_offsets([tp]))[tp]
         end = (await consumer.end_offsets([tp]))[tp]
@@ -241,8 +259,6 @@ async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
                 f"no record at {args.topic}[{args.partition}]@{args.offset} (compacted or a "
                 "transaction marker)", EXIT_NOT_FOUND,
             )
-    finally:
-        await consumer.stop()
     document = {
         "topic": found.topic,
         "partition": found.partition,
@@ -271,17 +287,14 @@ async def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
 async def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     """Produce the records not yet replayed by ``--group``, paced at ``--rate`` per second."""
     group = args.group or f"otel-dlq-replay.{args.topic}"
-    consumer = _consumer(args, group_id=group)
     producer = AIOKafkaProducer(
         bootstrap_servers=args.bootstrap_servers,
         enable_idempotence=True,
         acks="all",
         request_timeout_ms=int(args.timeout * 1000),
     )
-    try:
-        await consumer.start()
-        await producer.start()
-        tps = await _partitions(consumer, args.topic)
+    async with _clients(args, group_id=group) as (admin, consumer):
+        tps = await _partitions(admin, args.topic)
         end = await consumer.end_offsets(tps)
         beginning = await consumer.beginning_offsets(tps)
         start: dict[TopicPartition, int] = {}
@@ -289,31 +302,32 @@ async def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
             committed = await consumer.committed(tp)
             start[tp] = beginning[tp] if committed is None else max(committed, beginning[tp])
         replayed = 0
-        began = time.monotonic()
-        async for record in _read(consumer, start, end, args.timeout):
-            target = args.to or h.header_text(record.headers, h.ORIGINAL_TOPIC)
-            if not target:
-                raise CliError(
-                    f"{record.topic}[{record.partition}]@{record.offset} has no "
-                    f"{h.ORIGINAL_TOPIC} header; pass --to", EXIT_USAGE,
+        try:
+            await producer.start()
+            began = time.monotonic()
+            async for record in _read(consumer, start, end, args.timeout):
+                target = args.to or h.header_text(record.headers, h.ORIGINAL_TOPIC)
+                if not target:
+                    raise CliError(
+                        f"{record.topic}[{record.partition}]@{record.offset} has no "
+                        f"{h.ORIGINAL_TOPIC} header; pass --to", EXIT_USAGE,
+                    )
+                await asyncio.sleep(max(0.0, began + replayed / args.rate - time.monotonic()))
+                future = await producer.send(
+                    target, value=record.value, key=record.key,
+                    headers=h.replay_headers(record.headers),
                 )
-            await asyncio.sleep(max(0.0, began + replayed / args.rate - time.monotonic()))
-            future = await producer.send(
-                target, value=record.value, key=record.key,
-                headers=h.replay_headers(record.headers),
-            )
-            await future
-            await consumer.commit({TopicPartition(record.topic, record.partition):
-                                   record.offset + 1})
-            replayed += 1
-            print(f"replayed {record.topic}[{record.partition}]@{record.offset} -> {target}",
-                  file=out)
-            if args.limit is not None and replayed >= args.limit:
-                break
+                await future
+                source = TopicPartition(record.topic, record.partition)
+                await consumer.commit({source: record.offset + 1})
+                replayed += 1
+                print(f"replayed {record.topic}[{record.partition}]@{record.offset} -> "
+                      f"{target}", file=out)
+                if args.limit is not None and replayed >= args.limit:
+                    break
+        finally:
+            await producer.stop()
         print(f"replayed {replayed} record(s) from {args.topic} (group {group})", file=out)
-    finally:
-        await producer.stop()
-        await consumer.stop()
     return EXIT_OK
 
 
@@ -321,17 +335,11 @@ async def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     """Delete records with Kafka's DeleteRecords (moves each partition's log start offset)."""
     if args.before is not None and args.partition is None:
         raise CliError("--before needs --partition", EXIT_USAGE)
-    consumer = _consumer(args)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=args.bootstrap_servers, request_timeout_ms=int(args.timeout * 1000)
-    )
-    try:
-        await consumer.start()
-        await admin.start()
-        tps = await _partitions(consumer, args.topic)
+    async with _clients(args) as (admin, consumer):
+        tps = await _partitions(admin, args.topic)
         end = await consumer.end_offsets(tps)
         if args.all:
-            targets = {tp: end[tp] for tp in tps}
+            targets = dict(end)
         else:
             tp = TopicPartition(args.topic, args.partition)
             if tp not in end:
@@ -346,11 +354,8 @@ async def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
             {tp: RecordsToDelete(before_offset=offset) for tp, offset in targets.items()},
             timeout_ms=int(args.timeout * 1000),
         )
-        for tp in sorted(low, key=lambda item: item.partition):
-            print(f"{tp.topic}[{tp.partition}] now starts at offset {low[tp]}", file=out)
-    finally:
-        await admin.close()
-        await consumer.stop()
+    for tp in sorted(low, key=lambda item: item.partition):
+        print(f"{tp.topic}[{tp.partition}] now starts at offset {low[tp]}", file=out)
     return EXIT_OK
 
 

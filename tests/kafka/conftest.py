@@ -8,6 +8,7 @@ Waiting is always polling against a deadline, never a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -31,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel.dlq import EventConsumer
+from otel.dlq import EventConsumer, Handler
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 HANDLER_LOGGER = "tests.kafka.handler"
@@ -39,14 +40,28 @@ HANDLER_LOGGER = "tests.kafka.handler"
 T = TypeVar("T")
 
 
+@overload
 async def wait_until(
     probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str,
     timeout: float = 30.0,
-) -> T:
-    """Await ``probe()`` until ``done(value)``; fail naming ``what`` after ``timeout`` s."""
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 30.0,
+) -> T: ...
+
+
+async def wait_until(
+    probe: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout: float = 30.0,
+) -> Any:
+    """Poll ``probe()`` (sync or async) until ``done(value)``; fail naming ``what`` on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await probe()
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
         if done(value):
             return value
         if time.monotonic() > deadline:
@@ -183,7 +198,7 @@ def telemetry() -> Iterator[Telemetry]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    logs = InMemoryLogRecordExporter()
+    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     logger_provider = LoggerProvider()
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
     handler = LoggingHandler(logger_provider=logger_provider)
@@ -222,6 +237,18 @@ def consumer_logs() -> Iterator[RecordingHandler]:
 def new_group() -> str:
     """Return a unique consumer group id."""
     return f"test-group-{uuid.uuid4().hex[:12]}"
+
+
+def worker(
+    topics: list[str], handler: Handler, telemetry: Telemetry, *, group: str | None = None,
+    **options: Any,
+) -> EventConsumer:
+    """Return an :class:`EventConsumer` on the test broker reporting to ``telemetry``."""
+    return EventConsumer(
+        topics, handler, bootstrap_servers=BOOTSTRAP, group_id=group or new_group(),
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+        **options,
+    )
 
 
 @asynccontextmanager

@@ -20,14 +20,12 @@ from otel.dlq import (
     DLQ_EVENTS_TOTAL,
     FAILURE_HEADERS,
     Backoff,
-    EventConsumer,
     InvalidEventError,
     PermanentError,
     RetryableError,
     RetryPolicy,
 )
 from tests.kafka.conftest import (
-    BOOTSTRAP,
     RecordingHandler,
     Telemetry,
     Topics,
@@ -36,6 +34,7 @@ from tests.kafka.conftest import (
     running,
     wait_for_records,
     wait_until,
+    worker,
 )
 
 FAST = RetryPolicy(max_attempts=3, backoff=Backoff(initial=0.01, maximum=0.05))
@@ -116,10 +115,8 @@ async def test_each_poison_kind_reaches_the_dlq_with_exact_bytes_and_every_heade
         if event.get("poison") and poison.error is not None:
             raise poison.error()
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group, validator=require_session_id, retry=FAST,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group,
+                              validator=require_session_id, retry=FAST)):
         await wait_until(lambda: topics.committed(group, topic), lambda offset: offset == 2,
                          "both offsets committed")
     after_ms = time.time_ns() // 1_000_000
@@ -181,10 +178,7 @@ async def test_a_retryable_error_that_recovers_is_processed_once_without_dlq(
         if len(attempts) < 3:
             raise RetryableError("busy")
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group, retry=FAST,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group, retry=FAST)):
         await wait_until(lambda: topics.committed(group, topic), lambda offset: offset == 1,
                          "the commit")
 
@@ -217,15 +211,13 @@ async def test_a_failing_dlq_write_blocks_the_partition_until_recovery_then_deli
     async def handle(event: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> None:
         handled.append(record.key)
 
-    async def dlq_errors() -> list[logging.LogRecord]:
+    def dlq_errors() -> list[logging.LogRecord]:
         return [r for r in consumer_logs.records
                 if r.levelname == "ERROR" and r.getMessage().startswith("DLQ write")]
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group, dlq_backoff=Backoff(0.05, 0.2),
-                                     producer_config={"request_timeout_ms": 1000},
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group,
+                              dlq_backoff=Backoff(0.05, 0.2),
+                              producer_config={"request_timeout_ms": 1000})):
         await wait_until(dlq_errors, lambda errors: len(errors) >= 3, "three failed DLQ writes")
         assert await topics.committed(group, topic) is None
         assert handled == []
@@ -248,7 +240,7 @@ async def test_a_failing_dlq_write_blocks_the_partition_until_recovery_then_deli
     assert telemetry.counter(DLQ_EVENTS_TOTAL) == {
         (("error_type", "undecodable_event"), ("source_topic", topic)): 1}
     trace_id = (headers_dict(dead)["dlq.trace.id"] or b"").decode()
-    errors = await dlq_errors()
+    errors = dlq_errors()
     assert all(r.getMessage().endswith(f"trace_id={trace_id}") for r in errors)
     assert {type(r.exc_info[1]).__name__ for r in errors if r.exc_info} == {expected_error}
 
@@ -272,10 +264,7 @@ async def test_interleaved_poison_is_dead_lettered_and_good_records_handled_once
             raise InvalidEventError("bad field")
         handled.append(record.offset)
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group, retry=FAST,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group, retry=FAST)):
         await wait_until(lambda: topics.committed(group, topic),
                          lambda offset: offset == len(values), "all offsets committed")
 

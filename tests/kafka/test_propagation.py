@@ -14,7 +14,6 @@ from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Span, SpanKind
 
-from otel.dlq import EventConsumer
 from otel.kafka import TRACE_CONTEXT_INVALID_TOTAL, send_event
 from tests.kafka.conftest import (
     BOOTSTRAP,
@@ -25,6 +24,7 @@ from tests.kafka.conftest import (
     read_topic,
     running,
     wait_until,
+    worker,
 )
 
 log = logging.getLogger(HANDLER_LOGGER)
@@ -84,13 +84,11 @@ async def test_trace_id_survives_produce_consume_produce_consume_and_handler_log
         root_ctx = root.get_span_context()
         await send_event(producer, first, {"n": 7}, key="session-7")
 
-    common = {"bootstrap_servers": BOOTSTRAP, "tracer_provider": telemetry.tracer_provider,
-              "meter_provider": telemetry.meter_provider}
     async with (
-        running(EventConsumer([first], forward, group_id=new_group(), **common)),
-        running(EventConsumer([second], finish, group_id=new_group(), **common)),
+        running(worker([first], forward, telemetry)),
+        running(worker([second], finish, telemetry)),
     ):
-        await wait_until(lambda: _value(finished), lambda done: len(done) == 1, "second hop")
+        await wait_until(lambda: finished, lambda done: len(done) == 1, "second hop")
 
     spans = by_name(telemetry.finished_spans())
     assert set(spans) == {"gateway.request", f"process {first}", "worker.handle",
@@ -116,9 +114,6 @@ async def test_trace_id_survives_produce_consume_produce_consume_and_handler_log
     assert json.loads(hop2.value)["trace_context"] == {"traceparent": worker_handle}
 
 
-async def _value(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
 
 async def test_process_span_carries_messaging_semconv_attributes_and_baggage(
     topics: Topics, telemetry: Telemetry, producer: AIOKafkaProducer
@@ -137,11 +132,8 @@ async def test_process_span_carries_messaging_semconv_attributes_and_baggage(
             metadata = await send_event(producer, topic, {"x": 1}, key="k-1")
     finally:
         context.detach(token)
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
-        await wait_until(lambda: _value_list(seen_baggage), lambda seen: len(seen) == 1,
+    async with running(worker([topic], handle, telemetry, group=group)):
+        await wait_until(lambda: seen_baggage, lambda seen: len(seen) == 1,
                          "the handler")
 
     assert seen_baggage == ["acme"]
@@ -162,9 +154,6 @@ async def test_process_span_carries_messaging_semconv_attributes_and_baggage(
     assert json.loads(record.value)["trace_context"]["baggage"] == "tenant=acme"
     assert telemetry.counter(TRACE_CONTEXT_INVALID_TOTAL) == {}
 
-
-async def _value_list(items: list[object]) -> list[object]:
-    return items
 
 
 async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_spans(
@@ -190,11 +179,8 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
                 await send_event(producer, topic, {"x": 1}, key="k")
         finally:
             await producer.stop()
-        async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                         group_id=new_group(),
-                                         tracer_provider=telemetry.tracer_provider,
-                                         meter_provider=telemetry.meter_provider)):
-            await wait_until(lambda: _value_ints(handled), lambda seen: seen == [0], "handler")
+        async with running(worker([topic], handle, telemetry)):
+            await wait_until(lambda: handled, lambda seen: seen == [0], "handler")
     finally:
         instrumentor.uninstrument()
 
@@ -215,9 +201,6 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
     assert header_values(record, "traceparent") == [traceparent_of(send).encode()]
     assert json.loads(record.value)["trace_context"] == {"traceparent": traceparent_of(root)}
 
-
-async def _value_ints(items: list[int]) -> list[int]:
-    return items
 
 
 @pytest.mark.parametrize(
@@ -260,10 +243,7 @@ async def test_malformed_trace_context_starts_a_new_trace_counts_it_and_never_ra
     async def handle(event: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> None:
         handled.append(event["n"])
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group)):
         await wait_until(lambda: topics.committed(group, topic), lambda offset: offset == 1,
                          "the commit")
 
@@ -300,10 +280,7 @@ async def test_header_context_wins_over_body_and_body_is_the_fallback(
     async def handle(event: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> None:
         return None
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group)):
         await wait_until(lambda: topics.committed(group, topic), lambda offset: offset == 3,
                          "three commits")
 
@@ -332,10 +309,7 @@ async def test_a_raising_process_hook_never_crashes_the_consumer(
     async def handle(event: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> None:
         handled.append(event["n"])
 
-    async with running(EventConsumer([topic], handle, bootstrap_servers=BOOTSTRAP,
-                                     group_id=group, process_hook=hook,
-                                     tracer_provider=telemetry.tracer_provider,
-                                     meter_provider=telemetry.meter_provider)):
+    async with running(worker([topic], handle, telemetry, group=group, process_hook=hook)):
         await wait_until(lambda: topics.committed(group, topic), lambda offset: offset == 1,
                          "the commit")
     assert handled == [1]
