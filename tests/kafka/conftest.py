@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
+import json
 import logging
 import os
 import time
@@ -32,6 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel import JsonFormatter
 from otel.dlq import EventConsumer, Handler
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -232,6 +235,31 @@ def consumer_logs() -> Iterator[RecordingHandler]:
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)
+
+
+@dataclass
+class JsonLines:
+    """Lines written by the library's :class:`otel.JsonFormatter` during the test."""
+
+    stream: io.StringIO
+
+    def parsed(self) -> list[dict[str, Any]]:
+        """Return each line as a JSON object."""
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+
+@pytest.fixture
+def json_lines() -> Iterator[JsonLines]:
+    """JSON log lines of the handler logger and :mod:`otel.dlq.consumer`, formatted live."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("kafka-tests"))
+    loggers = [logging.getLogger(HANDLER_LOGGER), logging.getLogger("otel.dlq.consumer")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield JsonLines(stream)
+    for logger in loggers:
+        logger.removeHandler(handler)
 
 
 def new_group() -> str:

@@ -26,6 +26,7 @@ from otel.dlq import (
     RetryPolicy,
 )
 from tests.kafka.conftest import (
+    JsonLines,
     RecordingHandler,
     Telemetry,
     Topics,
@@ -193,7 +194,7 @@ async def test_a_retryable_error_that_recovers_is_processed_once_without_dlq(
 @pytest.mark.parametrize("failure", ["dlq-rejects-record-size", "dlq-topic-missing"])
 async def test_a_failing_dlq_write_blocks_the_partition_until_recovery_then_delivers_once(
     failure: str, topics: Topics, telemetry: Telemetry, producer: AIOKafkaProducer,
-    kafka_admin: AIOKafkaAdminClient, consumer_logs: RecordingHandler,
+    kafka_admin: AIOKafkaAdminClient, consumer_logs: RecordingHandler, json_lines: JsonLines,
 ) -> None:
     """The broker refuses the DLQ write: no commit, no progress, ERROR logs; fixed: one record."""
     if failure == "dlq-rejects-record-size":
@@ -242,6 +243,9 @@ async def test_a_failing_dlq_write_blocks_the_partition_until_recovery_then_deli
     trace_id = (headers_dict(dead)["dlq.trace.id"] or b"").decode()
     errors = dlq_errors()
     assert all(r.getMessage().endswith(f"trace_id={trace_id}") for r in errors)
+    error_lines = [line for line in json_lines.parsed() if line["level"] == "ERROR"]
+    assert len(error_lines) == len(errors)
+    assert {line["trace_id"] for line in error_lines} == {trace_id}
     assert {type(r.exc_info[1]).__name__ for r in errors if r.exc_info} == {expected_error}
 
 

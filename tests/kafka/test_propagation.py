@@ -18,6 +18,7 @@ from otel.kafka import TRACE_CONTEXT_INVALID_TOTAL, send_event
 from tests.kafka.conftest import (
     BOOTSTRAP,
     HANDLER_LOGGER,
+    JsonLines,
     Telemetry,
     Topics,
     new_group,
@@ -63,7 +64,7 @@ def span_id(span: ReadableSpan) -> int:
 
 
 async def test_trace_id_survives_produce_consume_produce_consume_and_handler_logs_carry_it(
-    topics: Topics, telemetry: Telemetry, producer: AIOKafkaProducer
+    topics: Topics, telemetry: Telemetry, producer: AIOKafkaProducer, json_lines: JsonLines
 ) -> None:
     """One trace id covers gateway -> worker -> executor over two topics, spans and logs alike."""
     first = await topics.create("hop1")
@@ -104,6 +105,13 @@ async def test_trace_id_survives_produce_consume_produce_consume_and_handler_log
     assert [record.log_record.trace_id for record in logs] == [root_ctx.trace_id] * 2
     assert [record.log_record.span_id for record in logs] == [
         span_id(spans["worker.handle"]), span_id(spans[f"process {second}"])]
+    lines = [line for line in json_lines.parsed() if line["logger"] == HANDLER_LOGGER]
+    assert [(line["message"], line["trace_id"], line["span_id"]) for line in lines] == [
+        ("forwarding request 7", trace.format_trace_id(root_ctx.trace_id),
+         trace.format_span_id(span_id(spans["worker.handle"]))),
+        ("executing request 7", trace.format_trace_id(root_ctx.trace_id),
+         trace.format_span_id(span_id(spans[f"process {second}"]))),
+    ]
 
     (hop1,) = await read_topic(first)
     (hop2,) = await read_topic(second)
