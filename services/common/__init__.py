@@ -1,0 +1,1 @@
+"""Plumbing shared by the three services: settings, telemetry setup, Kafka, PostgreSQL, HTTP."""
