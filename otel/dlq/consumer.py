@@ -156,11 +156,6 @@ class EventConsumer:
             description="Records written to a dead-letter topic (counted on the broker's ack).",
         )
 
-    @property
-    def consumer(self) -> AIOKafkaConsumer:
-        """The underlying consumer (e.g. for ``assignment()``); do not commit through it."""
-        return self._consumer
-
     async def start(self) -> None:
         """Connect the consumer and the DLQ producer; raises if the broker is unreachable."""
         await self._consumer.start()
