@@ -40,13 +40,10 @@ class Paths:
         return self.state / "data"
 
     def cached(self, pattern: str) -> Path:
-        """The newest cached build matching ``pattern`` under the cache; fails if none."""
+        """The newest cached build matching ``pattern``, or the pattern itself when none is
+        built yet (supervisor then fails to start it, and ``up`` names it)."""
         hits = sorted(glob.glob(str(self.cache / pattern)), key=os.path.getmtime)
-        if not hits:
-            raise FileNotFoundError(
-                f"no build in {self.cache / pattern}: run `stack/stack install`"
-            )
-        return Path(hits[-1])
+        return Path(hits[-1]) if hits else self.cache / pattern
 
 
 @dataclass(frozen=True)
@@ -185,6 +182,9 @@ def components(paths: Paths) -> list[Component]:
             ],
             http_check("http://127.0.0.1:16686/api/services"),
             "GET 127.0.0.1:16686/api/services",
+            # Jaeger traces its own query API over OTLP to localhost:4317 (the SomaAgent
+            # collector) by default; send those spans to Jaeger's own receiver instead.
+            env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:14317"},
         ),
         Component(
             "alert-sink",

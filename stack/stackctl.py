@@ -174,8 +174,9 @@ def install() -> None:
         subprocess.run(["bash", str(REPO / "stack" / "install" / script)], check=True)
 
 
-def up(names: list[str]) -> int:
-    install()
+def up(names: list[str], *, skip_install: bool = False) -> int:
+    if not skip_install:
+        install()
     paths = stack_paths()
     comps = components(paths)
     _render(paths, comps)
@@ -226,17 +227,28 @@ def control(action: str, names: list[str]) -> int:
 
 
 def down() -> int:
+    """Stop every program, then wait until supervisord itself has exited."""
     paths = stack_paths()
+    pidfile = paths.state / "supervisord.pid"
     if _conf(paths).exists() and _supervisorctl(paths, "pid", check=False).returncode == 0:
+        pid = int(pidfile.read_text())
         _supervisorctl(paths, "shutdown", check=False)
-        deadline = time.monotonic() + 60
-        while _supervisorctl(paths, "pid", check=False).returncode == 0:
+        deadline = time.monotonic() + 90
+        while _alive(pid):
             if time.monotonic() > deadline:
-                print("supervisord still running after 60 s", file=sys.stderr)
+                print(f"supervisord (pid {pid}) still running after 90 s", file=sys.stderr)
                 return 1
             time.sleep(0.5)
     print("stack is down")
     return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main() -> int:
@@ -245,6 +257,7 @@ def main() -> int:
     sub.add_parser("install", help="install and build every component")
     p_up = sub.add_parser("up", help="start all (or the named) components and wait until ready")
     p_up.add_argument("names", nargs="*")
+    p_up.add_argument("--no-install", action="store_true", help="start what is already built")
     sub.add_parser("down", help="stop everything")
     sub.add_parser("status", help="state and readiness of each component")
     for action in ("start", "stop", "restart"):
@@ -256,7 +269,7 @@ def main() -> int:
         install()
         return 0
     if args.cmd == "up":
-        return up(args.names)
+        return up(args.names, skip_install=args.no_install)
     if args.cmd == "down":
         return down()
     if args.cmd == "status":
