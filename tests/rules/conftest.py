@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "infra" / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 RUNBOOK = REPO / "docs" / "runbook.md"
-DASHBOARDS_DIR = REPO / "docs" / "dashboards"
 RUNBOOK_URL = "https://github.com/somaagent/observability/blob/main/docs/runbook.md"
 CLUSTER = "somaagent01"
 
