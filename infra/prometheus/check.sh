@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 rule_files=(); for f in rules/*.yml; do [[ $f == *_test.yml ]] || rule_files+=("$f"); done
 promtool check rules "${rule_files[@]}"
 promtool test rules rules/*_test.yml seed-defects/seed_alerts_test.yml
+promtool check config prometheus.yml   # written with the stack; loads the rule files above
 amtool check-config alertmanager.yml

@@ -113,3 +113,11 @@ def test_readme_lists_every_rule_file_to_load() -> None:
     readme = (PROMETHEUS_DIR / "README.md").read_text()
     for path in rule_files():
         assert f"rules/{path.name}" in readme, path.name
+
+
+def test_prometheus_config_passes_promtool_and_loads_every_rule_file() -> None:
+    """`promtool check config` accepts prometheus.yml and checks each rule file through it."""
+    result = run("promtool", "check", "config", PROMETHEUS_DIR / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in rule_files():
+        assert f"Checking {path}" in result.stdout, f"prometheus.yml does not load {path.name}"
