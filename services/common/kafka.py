@@ -64,6 +64,20 @@ async def ensure_topics(bootstrap: str) -> None:
         await admin.close()
 
 
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    """The partition ids of ``topic`` from the broker's metadata; raise if it has none."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    ids = sorted(p["partition"] for p in described["partitions"])
+    if described["error_code"] != 0 or not ids:
+        raise RuntimeError(f"topic {topic} is unavailable (error {described['error_code']})")
+    return ids
+
+
 async def kafka_reachable(bootstrap: str, timeout: float = 3.0) -> bool:
     """Tell whether the broker answers a metadata request within ``timeout`` seconds."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
@@ -117,6 +131,7 @@ class TopicTail:
     """
 
     def __init__(self, topic: str, handler: TailHandler, *, bootstrap: str, name: str) -> None:
+        self._bootstrap = bootstrap
         self._topic = topic
         self._handler = handler
         self._name = name
@@ -127,11 +142,9 @@ class TopicTail:
 
     async def start(self) -> None:
         """Assign every partition, move to its end, and start reading in the background."""
+        tps = [TopicPartition(self._topic, p)
+               for p in await partition_ids(self._bootstrap, self._topic)]
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            partitions = set(range(PARTITIONS))
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, so nothing produced after start is missed
