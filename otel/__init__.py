@@ -35,29 +35,60 @@ from otel._spans import (
     slm_chat,
 )
 
-# Kafka propagation (otel/kafka/) and the DLQ (otel/dlq/) are written separately; their public
-# names are re-exported here, below this line, when they land.
+# Kafka propagation (otel.kafka) and the DLQ (otel.dlq) need aiokafka: their names resolve on
+# first use, so that `import otel` stays light for services without Kafka.
+_LAZY = {
+    "send_event": "otel.kafka",
+    "process_span": "otel.kafka",
+    "extract_context": "otel.kafka",
+    "Backoff": "otel.dlq",
+    "EventConsumer": "otel.dlq",
+    "InvalidEventError": "otel.dlq",
+    "PermanentError": "otel.dlq",
+    "RetryPolicy": "otel.dlq",
+    "RetryableError": "otel.dlq",
+    "UndecodableEventError": "otel.dlq",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'otel' has no attribute {name!r}")
+
 
 __all__ = [
     "REDACTED",
     "SOMA_SAMPLING_KEEP",
     "SPAN_DERIVED_SERIES",
+    "Backoff",
     "ConfigurationError",
+    "EventConsumer",
+    "InvalidEventError",
     "JsonFormatter",
     "LibraryInstruments",
     "OtlpLoggingHandler",
+    "PermanentError",
+    "RetryPolicy",
+    "RetryableError",
     "ScrubbingFilter",
     "ScrubbingSpanProcessor",
     "SeriesSpec",
     "Settings",
     "Telemetry",
+    "UndecodableEventError",
     "configure",
     "conversation_process",
     "error_type_of",
     "execute_tool",
+    "extract_context",
     "library_instruments",
     "mark_keep",
+    "process_span",
     "record_chat_response",
     "record_failure",
+    "send_event",
     "slm_chat",
 ]
