@@ -128,7 +128,11 @@ def run(rounds: int) -> None:
     with httpx.Client(timeout=30) as client:
         demo = Demo(client)
         for base in (GATEWAY, WORKER, EXECUTOR):
-            if client.get(f"{base}/readyz").status_code != 200:
+            try:
+                ready = client.get(f"{base}/readyz").status_code == 200
+            except httpx.HTTPError as exc:
+                _fail(f"{base} is unreachable ({exc}); start the stack (make up)")
+            if not ready:
                 _fail(f"{base}/readyz is not ready; start the stack (make up)")
         key = demo.tenant(f"demo-{run_id}", allowed_tools=["calculate", "stats", "primes"])
         session = demo.session(key)

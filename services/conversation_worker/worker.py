@@ -36,6 +36,7 @@ from typing import Any, Final
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import Span
 
 import otel
 from otel.dlq import InvalidEventError, PermanentError, ProcessingError
@@ -121,53 +122,63 @@ class Worker:
                         "soma.persona.id": event["persona_id"],
                         "soma.message.id": event["message_id"]},
         ) as span:
-            marker = self.faults.poison_marker
-            if marker and marker in event["text"]:
-                raise PoisonMessageError("message carries the poison_marker fault")
-            intent = classify(event["text"])
-            span.set_attribute("soma.intent", intent.name)
-            self.instruments.intent_classified(intent=intent.name)
-            tenant, persona = event["tenant_id"], event["persona_id"]
-            limits = await self.pool.fetchrow(
-                "SELECT token_budget, persona_token_budget FROM tenants WHERE id = $1", tenant
-            )
-            if limits is None:
-                raise PermanentError(f"unknown tenant {tenant!r}", error_type="unknown_tenant")
-            tenant_limit, persona_limit = limits["token_budget"], limits["persona_token_budget"]
-            if self.faults.budget_exhausted:
-                tenant_limit = persona_limit = 0
-            state = await self.budgets.check(tenant, persona, tenant_limit, persona_limit)
-            if not state.allowed:
-                self.instruments.budget_limit_hit(tenant=tenant, persona_id=persona)
-                otel.record_failure(span, "budget_exhausted")
-                text = (f"Your token budget is exhausted for today (tenant used "
-                        f"{state.tenant_used} of {tenant_limit}, persona {persona!r} used "
-                        f"{state.persona_used} of {persona_limit}). Try again tomorrow.")
-                await self._finish(event, intent, text, "over_budget")
-                return
-            prompt, tool_note = event["text"], ""
-            if intent.tool_name is not None:
-                result = await self._run_tool(event, intent)
-                if result is None:
-                    otel.record_failure(span, "tool_result_timeout")
-                    tool_note = f"The {intent.tool_name} tool did not answer in time."
-                elif result.get("status") == "ok":
-                    tool_note = f"{intent.tool_name}: {result.get('output')}"
-                    prompt = (f"The user asked: {event['text']}\nThe {intent.tool_name} tool "
-                              f"returned: {result.get('output')}\nState the result.")
-                else:
-                    tool_note = (f"The {intent.tool_name} tool failed "
-                                 f"({result.get('error_type')}): {result.get('error_message')}")
-            chat = await self.slm.chat(prompt, delay=self.faults.slm_delay_seconds)
-            self.instruments.slm_tokens_used(
-                model=self.slm.model, input_tokens=chat.input_tokens,
-                output_tokens=chat.output_tokens,
-            )
-            tokens = chat.input_tokens + chat.output_tokens
-            await self.budgets.consume(tenant, persona, tokens)
-            self.instruments.budget_consumed(tenant=tenant, persona_id=persona, tokens=tokens)
-            text = "\n".join(t for t in (tool_note, chat.text) if t)
-            await self._finish(event, intent, text, "answered")
+            try:
+                await self._converse(event, span)
+            except ProcessingError as exc:  # keep the short error.type, not the class name
+                otel.record_failure(span, exc.error_type, exc)
+                raise
+
+    async def _converse(self, event: dict[str, Any], span: Span) -> None:
+        """The body of the ``conversation.process`` span."""
+        marker = self.faults.poison_marker
+        if marker and marker in event["text"]:
+            raise PoisonMessageError("message carries the poison_marker fault")
+        intent = classify(event["text"])
+        span.set_attribute("soma.intent", intent.name)
+        self.instruments.intent_classified(intent=intent.name)
+        tenant, persona = event["tenant_id"], event["persona_id"]
+        limits = await self.pool.fetchrow(
+            "SELECT token_budget, persona_token_budget FROM tenants WHERE id = $1", tenant
+        )
+        if limits is None:
+            raise PermanentError(f"unknown tenant {tenant!r}", error_type="unknown_tenant")
+        tenant_limit, persona_limit = limits["token_budget"], limits["persona_token_budget"]
+        if self.faults.budget_exhausted:
+            tenant_limit = persona_limit = 0
+        state = await self.budgets.check(tenant, persona, tenant_limit, persona_limit)
+        if not state.allowed:
+            self.instruments.budget_limit_hit(tenant=tenant, persona_id=persona)
+            otel.record_failure(span, "budget_exhausted")
+            text = (f"Your token budget is exhausted for today (tenant used "
+                    f"{state.tenant_used} of {tenant_limit}, persona {persona!r} used "
+                    f"{state.persona_used} of {persona_limit}). Try again tomorrow.")
+            await self._finish(event, intent, text, "over_budget")
+            return
+        prompt, tool_note = event["text"], ""
+        if intent.tool_name is not None:
+            result = await self._run_tool(event, intent)
+            if result is None:
+                otel.record_failure(span, "tool_result_timeout")
+                tool_note = f"The {intent.tool_name} tool did not answer in time."
+            elif result.get("status") == "ok":
+                tool_note = f"{intent.tool_name}: {result.get('output')}"
+                prompt = (f"The user asked: {event['text']}\nThe {intent.tool_name} tool "
+                          f"returned: {result.get('output')}\nState the result.")
+            elif result.get("status") == "blocked":
+                tool_note = f"The {intent.tool_name} tool is not allowed for your tenant."
+            else:
+                tool_note = (f"The {intent.tool_name} tool failed "
+                             f"({result.get('error_type')}): {result.get('error_message')}")
+        chat = await self.slm.chat(prompt, delay=self.faults.slm_delay_seconds)
+        self.instruments.slm_tokens_used(
+            model=self.slm.model, input_tokens=chat.input_tokens,
+            output_tokens=chat.output_tokens,
+        )
+        tokens = chat.input_tokens + chat.output_tokens
+        await self.budgets.consume(tenant, persona, tokens)
+        self.instruments.budget_consumed(tenant=tenant, persona_id=persona, tokens=tokens)
+        text = "\n".join(t for t in (tool_note, chat.text) if t)
+        await self._finish(event, intent, text, "answered")
 
     async def _run_tool(self, event: dict[str, Any], intent: Intent) -> dict[str, Any] | None:
         """Request the tool over Kafka and wait for its result (None on timeout)."""

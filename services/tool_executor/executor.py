@@ -116,6 +116,7 @@ class Executor:
                 "SELECT allowed_tools FROM tenants WHERE id = $1", tenant
             )
             if allowed is None:
+                otel.record_failure(span, "unknown_tenant")
                 raise PermanentError(f"unknown tenant {tenant!r}", error_type="unknown_tenant")
             if tool not in allowed:
                 self.instruments.tool_blocked(tool_name=tool, tenant=tenant)

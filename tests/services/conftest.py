@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -68,7 +69,7 @@ def services(stack: None) -> Iterator[None]:
                     cwd=ROOT, env=service_env(name), stdout=log, stderr=subprocess.STDOUT,
                 ))
         for name, (_, port) in SERVICES.items():
-            live.wait_until(lambda p=port: _ready(p), bool, 90, f"{name} ready on {port}")
+            live.wait_until(partial(_ready, port), bool, 90, f"{name} ready on {port}")
         yield
     finally:
         for proc in started:

@@ -74,7 +74,7 @@ async def test_a_tool_message_yields_one_complete_always_kept_trace_in_jaeger() 
     assert not unkept, f"spans without soma.sampling.keep: {unkept}"
 
     def one(name: str, service: str) -> dict[str, Any]:
-        matches = [s for s in by_name[name] if s["service"] == service]
+        matches: list[dict[str, Any]] = [s for s in by_name[name] if s["service"] == service]
         assert len(matches) == 1, (name, service, by_name[name])
         return matches[0]
 
