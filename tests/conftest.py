@@ -13,6 +13,11 @@ from stack.components import components
 from stack.stackctl import stack_paths
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that stop stack components (marked ``outage``) after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("outage") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack() -> None:
     """Fail the test unless every stack component passes its readiness check."""
