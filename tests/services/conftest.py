@@ -46,7 +46,7 @@ def service_env(name: str) -> dict[str, str]:
         "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
         "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
         "OTEL_METRIC_EXPORT_INTERVAL": "5000",
-        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz,readyz",
+        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz,readyz,/stream",
         "SOMA_AGENT_MODE": "LOCAL",
     }
 
