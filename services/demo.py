@@ -197,9 +197,8 @@ def _report(demo: Demo, replies: dict[str, dict[str, Any]], run_id: str) -> None
     for query in queries:
         print(f"  Prometheus: {PROMETHEUS}/graph?" + urllib.parse.urlencode({"g0.expr": query}))
     print(f"  Jaeger (one tool request, always kept): {JAEGER}/trace/{tool_trace}")
-    logsql = f'"{tool_trace}"'
-    print(f"  VictoriaLogs: {VICTORIALOGS}/select/vmui/?"
-          + urllib.parse.urlencode({"query": logsql}))
+    print(f"  VictoriaLogs UI: {VICTORIALOGS}/select/vmui/#/?"
+          + urllib.parse.urlencode({"query": f"trace_id:{tool_trace}"}))
     print(f"  VictoriaLogs API: {VICTORIALOGS}/select/logsql/query?"
           + urllib.parse.urlencode({"query": f"trace_id:{tool_trace}"}))
     if missing or wrong:
