@@ -64,7 +64,7 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
     ]
     for sec in sections:
         if sec.error:
-            out.append(f"| {sec.title} | FAILED: {sec.error.splitlines()[0][:120]} "
+            out.append(f"| {sec.title} | FAILED: {sec.error.strip().splitlines()[-1][:160]} "
                        "| | | | | |")
         for r in sec.rows:
             ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}x"
