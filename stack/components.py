@@ -106,6 +106,30 @@ def command_check(argv: list[str]) -> Check:
     return check
 
 
+SERVICES = [
+    ("gateway", "services.gateway", 8010),
+    ("conversation-worker", "services.conversation_worker", 8011),
+    ("tool-executor", "services.tool_executor", 8012),
+]
+"""The reference SomaAgent services (docs/services.md): name, module, health port."""
+
+
+def _service_env(name: str) -> dict[str, str]:
+    """The owner's documented usage: OTEL_* variables and opentelemetry-instrument."""
+    return {
+        "OTEL_SERVICE_NAME": name,
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.version=0.1.0,service.instance.id={name}-1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+        # The WebSocket's server span would last as long as the connection.
+        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz,readyz,/stream",
+        "SOMA_AGENT_MODE": "LOCAL",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+
+
 def components(paths: Paths) -> list[Component]:
     """Every component of the stack, in start-up order."""
     repo, data, py = paths.repo, paths.data, sys.executable
@@ -280,4 +304,20 @@ def components(paths: Paths) -> list[Component]:
             http_check("http://127.0.0.1:9090/-/ready"),
             "GET 127.0.0.1:9090/-/ready",
         ),
+        *[
+            Component(
+                name,
+                4,
+                [
+                    str(paths.repo / ".venv" / "bin" / "opentelemetry-instrument"),
+                    py,
+                    "-m",
+                    module,
+                ],
+                http_check(f"http://127.0.0.1:{port}/readyz"),
+                f"GET 127.0.0.1:{port}/readyz",
+                env=_service_env(name),
+            )
+            for name, module, port in SERVICES
+        ],
     ]
