@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: up demo test lint down status bench
+.PHONY: up demo test test-long lint down status bench
 
 up:            ## install/build (cached), start every component, then run the demo workload
 	stack/stack up
@@ -12,9 +12,13 @@ up:            ## install/build (cached), start every component, then run the de
 demo:          ## the demo workload against the running stack
 	$(PY) -m services.demo
 
-test:          ## bring the stack up (cached builds) and run every test against it
+test:          ## bring the stack up (cached builds) and run the suite against it (not the long tests)
 	stack/stack up
-	$(PYTEST) -q -p no:cacheprovider
+	$(PYTEST) -q -p no:cacheprovider -m "not long"
+
+test-long:     ## the longer suite: statistical and slow end-to-end alert tests
+	stack/stack up
+	$(PYTEST) -q -p no:cacheprovider -m long
 
 lint:          ## ruff and mypy
 	.venv/bin/ruff check .
