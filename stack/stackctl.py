@@ -130,35 +130,29 @@ def _ensure_supervisord(paths: Paths) -> None:
 
 
 def _wait_ready(paths: Paths, comps: list[Component]) -> list[str]:
-    """Poll every check until all pass or a component's deadline passes; return failures."""
+    """Poll every check until all pass; return what failed, one line per component.
+
+    A component fails when supervisor gave up on its process (FATAL, EXITED) or when its check
+    has not passed within its ``startup_seconds``; the line names the check and the log.
+    """
     pending = {c.name: c for c in comps}
     start = time.monotonic()
-    last: dict[str, str] = {}
     while pending:
+        failures = []
         for name, c in list(pending.items()):
             problem = c.check()
             if problem is None:
                 del pending[name]
-                print(f"  ready  {name:<18} {time.monotonic() - start:6.1f}s", flush=True)
+                print(f"  ready  {name:<19} {time.monotonic() - start:6.1f}s", flush=True)
                 continue
-            last[name] = problem
             state = _state(paths, name)
-            if (
-                state in ("FATAL", "EXITED", "BACKOFF")
-                or time.monotonic() - start > c.startup_seconds
-            ):
-                return (
-                    [
-                        f"{n}: check '{pending[n].check_text}' failed: {last.get(n, '?')} "
-                        f"(process {_state(paths, n)}); log: {paths.logs / (n + '.log')}"
-                        for n in pending
-                    ]
-                    if state not in ("FATAL", "EXITED", "BACKOFF")
-                    else [
-                        f"{name}: process {state} before '{c.check_text}' passed ({problem}); "
-                        f"log: {paths.logs / (name + '.log')}"
-                    ]
+            if state in ("FATAL", "EXITED") or time.monotonic() - start > c.startup_seconds:
+                failures.append(
+                    f"{name}: check '{c.check_text}' failed: {problem} (process {state}); "
+                    f"log: {paths.logs / (name + '.log')}"
                 )
+        if failures:
+            return failures
         time.sleep(0.5)
     return []
 
