@@ -173,52 +173,28 @@ def _instrumentor(name: str) -> Any:
     return getattr(import_module(module), cls)()
 
 
-def _span_exporter(kind: ExporterKind, settings: Settings) -> Any:
+Signal = Literal["traces", "metrics", "logs"]
+
+#: signal -> (console exporter, OTLP exporter module suffix, its class name); the OTLP module is
+#: imported from opentelemetry.exporter.otlp.proto.{grpc,http} on first use.
+_EXPORTERS: dict[Signal, tuple[type[Any], str, str]] = {
+    "traces": (ConsoleSpanExporter, "trace_exporter", "OTLPSpanExporter"),
+    "metrics": (ConsoleMetricExporter, "metric_exporter", "OTLPMetricExporter"),
+    "logs": (ConsoleLogRecordExporter, "_log_exporter", "OTLPLogExporter"),
+}
+
+
+def _exporter(signal: Signal, kind: ExporterKind, settings: Settings) -> Any:
+    """The exporter of ``signal``: console, or OTLP over the configured protocol."""
+    console, module, cls = _EXPORTERS[signal]
     if kind == "console":
-        return ConsoleSpanExporter()
-    args = _otlp_args(settings, "traces")
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(**args)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
-    return HttpSpanExporter(**args)
+        return console()
+    transport = "grpc" if settings.protocol == "grpc" else "http"
+    otlp = getattr(import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), cls)
+    return otlp(**_otlp_args(settings, signal))
 
 
-def _metric_exporter(kind: ExporterKind, settings: Settings) -> Any:
-    if kind == "console":
-        return ConsoleMetricExporter()
-    args = _otlp_args(settings, "metrics")
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter(**args)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
-
-    return HttpMetricExporter(**args)
-
-
-def _log_exporter(kind: ExporterKind, settings: Settings) -> Any:
-    if kind == "console":
-        return ConsoleLogRecordExporter()
-    args = _otlp_args(settings, "logs")
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(**args)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogExporter,
-    )
-
-    return HttpLogExporter(**args)
-
-
-def _otlp_args(settings: Settings, signal: Literal["traces", "metrics", "logs"]) -> dict[str, Any]:
+def _otlp_args(settings: Settings, signal: Signal) -> dict[str, Any]:
     args: dict[str, Any] = {
         "endpoint": settings.signal_endpoint(signal),
         "headers": dict(settings.headers),
@@ -411,7 +387,7 @@ def _install(
     if settings.traces_exporter != "none":
         tracer_provider.add_span_processor(
             BatchSpanProcessor(
-                _span_exporter(settings.traces_exporter, settings),
+                _exporter("traces", settings.traces_exporter, settings),
                 schedule_delay_millis=settings.span_schedule_delay_millis,
                 export_timeout_millis=settings.export_timeout_millis,
             )
@@ -423,7 +399,7 @@ def _install(
     if settings.metrics_exporter != "none":
         readers.append(
             PeriodicExportingMetricReader(
-                _metric_exporter(settings.metrics_exporter, settings),
+                _exporter("metrics", settings.metrics_exporter, settings),
                 export_interval_millis=settings.metric_export_interval_millis,
                 export_timeout_millis=settings.metric_export_timeout_millis,
             )
@@ -437,7 +413,7 @@ def _install(
     if settings.logs_exporter != "none":
         logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(
-                _log_exporter(settings.logs_exporter, settings),
+                _exporter("logs", settings.logs_exporter, settings),
                 schedule_delay_millis=settings.log_schedule_delay_millis,
                 export_timeout_millis=settings.export_timeout_millis,
             )
