@@ -76,11 +76,17 @@ class SlmClient:
             return False
         return response.status_code == 200
 
-    async def chat(self, user_text: str, *, delay: float = 0.0) -> ChatResult:
-        """Ask the model to answer ``user_text``; ``delay`` seconds of injected latency first."""
+    async def chat(
+        self, user_text: str, *, delay: float = 0.0, max_tokens: int | None = None
+    ) -> ChatResult:
+        """Ask the model to answer ``user_text``; ``delay`` seconds of injected latency first.
+
+        ``max_tokens`` lowers the reply's token cap for this call (never above the client's).
+        """
+        cap = self.max_tokens if max_tokens is None else max(1, min(max_tokens, self.max_tokens))
         attributes: dict[str, AttributeValue] = {
             GEN_AI_PROVIDER_NAME: "openai",
-            GEN_AI_REQUEST_MAX_TOKENS: self.max_tokens,
+            GEN_AI_REQUEST_MAX_TOKENS: cap,
             GEN_AI_REQUEST_TEMPERATURE: TEMPERATURE,
             SERVER_ADDRESS: self._server[0],
             SERVER_PORT: self._server[1],
@@ -95,7 +101,7 @@ class SlmClient:
                     {"role": "system", "content": SYSTEM_PROMPT},
                     {"role": "user", "content": user_text},
                 ],
-                "max_tokens": self.max_tokens,
+                "max_tokens": cap,
                 "temperature": TEMPERATURE,
             }
             try:

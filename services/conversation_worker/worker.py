@@ -14,7 +14,8 @@ valid event runs in a ``conversation.process`` span (INTERNAL):
    failed or was blocked is reported in the reply (the span stays OK; the failure is counted by
    the executor's ``execute_tool`` span). No result in time -> the reply says so and the span
    gets ``error.type=tool_result_timeout``;
-4. call the SLM (:mod:`.slm`) -> ``slm_tokens_total{model,type}``, then charge the tokens ->
+4. call the SLM (:mod:`.slm`; at most the event's optional ``max_reply_tokens``, never more
+   than ``SLM_MAX_TOKENS``) -> ``slm_tokens_total{model,type}``, then charge the tokens ->
    ``budget_tokens_consumed_total{tenant,persona_id}``;
 5. store the exchange in PostgreSQL (user message status, assistant row; idempotent on
    redelivery) and publish the reply to ``conversation.replies``.
@@ -74,6 +75,9 @@ def validate_event(event: dict[str, Any]) -> None:
             raise InvalidEventError(f"field {name!r} must be a UUID") from exc
     if len(event["text"]) > 4000:
         raise InvalidEventError("field 'text' is longer than 4000 characters")
+    cap = event.get("max_reply_tokens")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise InvalidEventError("field 'max_reply_tokens' must be a positive integer")
 
 
 @dataclass
@@ -169,7 +173,8 @@ class Worker:
             else:
                 tool_note = (f"The {intent.tool_name} tool failed "
                              f"({result.get('error_type')}): {result.get('error_message')}")
-        chat = await self.slm.chat(prompt, delay=self.faults.slm_delay_seconds)
+        chat = await self.slm.chat(prompt, delay=self.faults.slm_delay_seconds,
+                                   max_tokens=event.get("max_reply_tokens"))
         self.instruments.slm_tokens_used(
             model=self.slm.model, input_tokens=chat.input_tokens,
             output_tokens=chat.output_tokens,

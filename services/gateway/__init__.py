@@ -13,8 +13,10 @@ API (every ``/v1`` call needs ``Authorization: Bearer <api key>``; every error i
 ``POST /v1/sessions``                  body ``{"persona_id": "default"}`` (optional) -> 201
                                        ``{"session_id", "persona_id"}``
 ``POST /v1/sessions/{id}/messages``    body ``{"text": "..."}`` (1..4000 characters, body at
-                                       most 16 KiB) -> 202 ``{"message_id", "trace_id"}``; the
-                                       event goes to Kafka ``conversation.events``
+                                       most 16 KiB; optional ``"max_reply_tokens"``, an
+                                       integer 1..``SLM_MAX_TOKENS``) -> 202
+                                       ``{"message_id", "trace_id"}``; the event goes to
+                                       Kafka ``conversation.events``
 ``GET /v1/sessions/{id}/messages``     -> 200 ``{"session_id", "messages": [...]}`` oldest first
 ``WS /v1/sessions/{id}/stream``        each reply of the session as a JSON text frame
 ``GET /healthz``, ``GET /readyz``      liveness; readiness (503 when Kafka, Redis or

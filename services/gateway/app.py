@@ -77,6 +77,9 @@ class MessageCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    # Optional cap on the reply's SLM tokens, 1..SLM_MAX_TOKENS (the upper bound is checked
+    # against the settings in post_message); absent: the worker uses SLM_MAX_TOKENS.
+    max_reply_tokens: int | None = Field(None, ge=1, strict=True)
 
 
 class TenantCreate(BaseModel):
@@ -424,6 +427,11 @@ def create_app(settings: Settings) -> FastAPI:
         """Accept a message: store it, publish it to ``conversation.events``, answer 202."""
         gw = gateway_of(request)
         body = await read_model(request, MessageCreate)
+        limit = gw.settings.slm_max_tokens
+        if body.max_reply_tokens is not None and body.max_reply_tokens > limit:
+            raise ApiError422([{"loc": ["max_reply_tokens"],
+                                "msg": f"Input should be less than or equal to {limit}",
+                                "type": "less_than_equal"}])
         session = await session_of(gw, tenant, session_id)
         await evaluate_policy(gw, tenant, session["persona_id"])
         message_id = uuid.uuid4()
@@ -436,7 +444,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ApiError(503, "unavailable", "the message store is unreachable") from exc
-        event = {
+        event: dict[str, Any] = {
             "message_id": str(message_id),
             "session_id": session_id.lower(),
             "tenant_id": tenant,
@@ -444,6 +452,8 @@ def create_app(settings: Settings) -> FastAPI:
             "text": body.text,
             "created_at": time.time(),
         }
+        if body.max_reply_tokens is not None:
+            event["max_reply_tokens"] = body.max_reply_tokens
         try:
             await send_event(gw.producer, CONVERSATION_EVENTS, event, key=session_id.lower())
         except Exception as exc:

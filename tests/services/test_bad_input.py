@@ -57,6 +57,22 @@ def test_wrong_types_and_unknown_fields_are_422(account: tuple[str, str]) -> Non
         assert answer.json()["error"] == "invalid_request"
 
 
+def test_max_reply_tokens_outside_1_to_slm_max_tokens_is_a_422(account: tuple[str, str]) -> None:
+    """``max_reply_tokens`` that is not an integer in 1..SLM_MAX_TOKENS answers 422 naming it."""
+    key, session = account
+    for cap in (0, -1, 10_000, "2", 2.5, True, None):
+        answer = _post(session, key, json.dumps({"text": "hi", "max_reply_tokens": cap}).encode())
+        if cap is None:  # null is the same as absent
+            assert answer.status_code == 202, answer.text
+            continue
+        assert answer.status_code == 422, (cap, answer.text)
+        body = answer.json()
+        assert body["error"] == "invalid_request"
+        assert ["max_reply_tokens"] in [d["loc"] for d in body["details"]], (cap, body)
+    answer = _post(session, key, b'{"text": "hi", "max_reply_tokens": 1}')
+    assert answer.status_code == 202, answer.text
+
+
 def test_oversized_body_is_a_413(account: tuple[str, str]) -> None:
     """A body above 16 KiB answers 413 ``payload_too_large`` before it is parsed."""
     key, session = account
@@ -152,6 +168,10 @@ def test_admin_endpoints_reject_invalid_switches() -> None:
     [
         ("conversation.events", b"\xff\xfe not json", "undecodable_event"),
         ("conversation.events", b'{"session_id": 7}', "invalid_event"),
+        ("conversation.events",
+         json.dumps({"message_id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()),
+                     "tenant_id": "t", "persona_id": "default", "text": "hi",
+                     "max_reply_tokens": 0}).encode(), "invalid_event"),
         ("tool.requests", b"[1, 2, 3]", "invalid_event"),
         ("tool.requests",
          b'{"correlation_id": "c", "tenant_id": "t", "tool_name": "rm -rf"}', "invalid_event"),
