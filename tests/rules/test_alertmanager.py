@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests import live
 
 from .conftest import CLUSTER, PROMETHEUS_DIR, Rule, load_rules, run
 
@@ -91,14 +92,8 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/-/ready", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "Alertmanager did not become ready"
-                time.sleep(0.2)
+        live.wait_until(lambda: live.get_text(base + "/-/ready"), bool, timeout=20,
+                        what="the throwaway Alertmanager ready", interval=0.2)
         yield base
     finally:
         proc.terminate()
@@ -125,19 +120,18 @@ def test_inhibition_on_a_running_alertmanager(alertmanager: str) -> None:
     }
     _api(alertmanager, "/api/v2/alerts",
          [{"labels": {**labels, **common}, **window} for labels in sent.values()])
-    expect_inhibited = {"lag", "dlq", "burn-ticket"}
-    deadline = time.monotonic() + 15
-    while True:
-        got = {
+    expected = {key: key in {"lag", "dlq", "burn-ticket"} for key in sent}
+    live.wait_until(
+        lambda: {
             key: bool(a["status"]["inhibitedBy"])
             for a in _api(alertmanager, "/api/v2/alerts")
             for key, labels in sent.items()
             if a["labels"] == {**labels, **common}
-        }
-        if got == {key: key in expect_inhibited for key in sent} or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert got == {key: key in expect_inhibited for key in sent}
+        },
+        lambda got: got == expected,
+        timeout=15,
+        what=f"inhibition state {expected}",
+    )
 
 
 def _render(tmp_path: Path, secrets: dict[str, str]) -> dict[str, Any]:
