@@ -119,6 +119,23 @@ SLOS = "gateway-availability|gateway-latency|conversation-success|tool-execution
 GW = 'job="gateway"'
 RX = "otelcol_receiver_"  # prefixes of the collector's own metrics
 EX = "otelcol_exporter_"
+SIGNALS = "(spans|metric_points|log_records)"
+
+
+def collector_rate(counters: str, by: str) -> str:
+    """Items per second of the collector's own counters named ``counters``, by ``by`` and name.
+
+    The collector (job otel-collector-self) names these counters without ``_total``; newer
+    releases add it, and both match. rate() over a name regex drops ``__name__`` and Prometheus 2
+    then refuses two counters with otherwise equal labels (the refused and the failed spans of
+    one receiver), so the name is first copied to a ``counter`` label, over a 15s subquery.
+    """
+    selector = f'{{__name__=~"{counters}(_total)?", job="otel-collector-self"}}'
+    return (
+        f'sum by ({by}, counter) (rate(label_replace({selector}, "counter", "$1", "__name__", '
+        f'"otelcol_[a-z]+_(.*?)(_total)?")[5m:15s]))'
+    )
+
 
 DASHBOARDS = [
     Dashboard(
@@ -439,12 +456,12 @@ DASHBOARDS = [
             ),
             Panel(
                 "Collector: items accepted per second by receiver",
-                "Spans, metric points, log records.",
+                "Spans, metric points, log records of the otel collector (otel-collector-self).",
                 "short",
                 [
                     (
-                        f'sum by (receiver) (rate({{__name__=~"{RX}accepted_.*_total"}}[5m]))',
-                        "{{receiver}}",
+                        collector_rate(f"{RX}accepted_{SIGNALS}", "receiver"),
+                        "{{receiver}} {{counter}}",
                     )
                 ],
             ),
@@ -454,9 +471,8 @@ DASHBOARDS = [
                 "short",
                 [
                     (
-                        f'sum by (receiver) (rate({{__name__=~"{RX}(refused|failed)_.*_total"}}'
-                        "[5m]))",
-                        "{{receiver}}",
+                        collector_rate(f"{RX}(refused|failed)_{SIGNALS}", "receiver"),
+                        "{{receiver}} {{counter}}",
                     )
                 ],
             ),
@@ -466,13 +482,14 @@ DASHBOARDS = [
                 "short",
                 [
                     (
-                        f'sum by (exporter) (rate({{__name__=~"{EX}sent_.*_total"}}[5m]))',
-                        "{{exporter}} sent",
+                        collector_rate(f"{EX}sent_{SIGNALS}", "exporter"),
+                        "{{exporter}} {{counter}}",
                     ),
                     (
-                        "sum by (exporter) (rate("
-                        f'{{__name__=~"{EX}(send|enqueue)_failed_.*_total"}}[5m]))',
-                        "{{exporter}} lost",
+                        # The failure counters appear with the first lost item: 0 until then.
+                        collector_rate(f"{EX}(send|enqueue)_failed_{SIGNALS}", "exporter")
+                        + " or vector(0)",
+                        "{{exporter}} {{counter}}",
                     ),
                 ],
             ),
