@@ -35,6 +35,7 @@ What it records
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,8 +80,11 @@ _KEY_VALUE = re.compile(r"([A-Za-z0-9_.\-]+)(\s*=\s*|\s*:(?!//)\s*)([^\s&;,#\"']
 _MAX_DEPTH = 16
 
 
+@functools.lru_cache(maxsize=4096)
 def key_rule(key: str) -> str | None:
-    """The name of the first rule whose pattern occurs in ``key``, else ``None``."""
+    """The name of the first rule whose pattern occurs in ``key``, else ``None``.
+
+    Cached: attribute and ``extra=`` keys repeat on every span and log record."""
     for name, pattern in KEY_RULES:
         if pattern.search(key):
             return name
@@ -125,6 +129,8 @@ def scrub_text(text: str, redactions: Redactions) -> str:
     if not text:
         return text
     text = _AUTH_SCHEME.sub(_scheme, text)
+    if "=" not in text and ":" not in text:
+        return text  # no key=value or key: value pair can be in it
     # The auth-scheme pass leaves "Bearer [REDACTED]"; "[REDACTED]" never matches _KEY_VALUE's
     # value class, so nothing is counted twice.
     return _KEY_VALUE.sub(_pair, text)

@@ -6,8 +6,9 @@ Instrumented mode (``opentelemetry-instrument python -m service``)
     owns: the :class:`~otel._scrubbing.ScrubbingSpanProcessor`, the JSON log handler on stdout,
     the scrubbing filter on the OTLP logging handler of ``opentelemetry-instrumentation-logging``
     (or, if that handler is absent, its own), and the root log level. It installs no provider,
-    instruments nothing, and does not change the resource (the SDK's resource is immutable once
-    spans exist); it logs a warning when ``service.version``, ``service.instance.id`` or
+    instruments nothing new, and does not change the resource (the SDK's resource is immutable
+    once spans exist); it re-instruments FastAPI lean (below) in place of the distro's default,
+    for the apps created after the call; it logs a warning when ``service.version``, ``service.instance.id`` or
     ``deployment.environment`` are missing, when the sampler is not parent-based always-on, and
     when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these through the environment
     (see ``docs/setup.md``).
@@ -18,6 +19,13 @@ Standalone mode (``python -m service``)
     root logger, sets ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` unless already set, and instruments
     aiokafka, asyncpg, FastAPI, httpx and redis (minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
     Call it before creating the FastAPI app: the FastAPI instrumentation patches the class.
+
+FastAPI, lean
+    In both modes FastAPI is instrumented without the ASGI ``http send``/``http receive`` child
+    spans and without the instrumentor's own ``http.server.*`` metrics: the collector derives
+    ``http_requests_total`` and ``http_request_duration_seconds`` from the SERVER span alone,
+    and the extra spans and histograms cost about as much as the SERVER span itself
+    (``docs/benchmarks.md``).
 
 Resource
     ``service.name`` (= Prometheus ``job``), ``service.version``, ``service.instance.id`` (a uuid4
@@ -53,6 +61,7 @@ from typing import Any, Literal, TextIO
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.instrumentation.logging.handler import LoggingHandler as _InstrLoggingHandler
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs import LoggingHandler as _SdkLoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
@@ -166,6 +175,22 @@ class Telemetry:
             self.tracer_provider.force_flush()
             self.logger_provider.force_flush()
             self.meter_provider.force_flush()
+
+
+def _instrument(
+    instrumentor: Any, name: str, tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> None:
+    """Instrument one library. FastAPI is instrumented lean: no ASGI ``send``/``receive`` spans
+    and none of the instrumentor's own HTTP metrics, because the collector derives the RED
+    series from the SERVER span alone; together they cost about as much as the span itself."""
+    if name == "fastapi":
+        instrumentor.instrument(
+            tracer_provider=tracer_provider,
+            meter_provider=NoOpMeterProvider(),
+            exclude_spans=["receive", "send"],
+        )
+    else:
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
 def _instrumentor(name: str) -> Any:
@@ -351,6 +376,10 @@ def _adopt(
         tracer_provider.add_span_processor(processor)
     for log_processor in log_processors:
         logger_provider.add_log_record_processor(log_processor)
+    fastapi = _instrumentor("fastapi")
+    if fastapi.is_instrumented_by_opentelemetry:
+        fastapi.uninstrument()  # the distro's defaults; the lean settings replace them
+        _instrument(fastapi, "fastapi", tracer_provider, meter_provider)
     _check_adopted(tracer_provider, tracer_provider.resource)
     return Telemetry(
         mode="instrumented",
@@ -431,7 +460,7 @@ def _install(
         instrumentor = _instrumentor(name)
         if instrumentor.is_instrumented_by_opentelemetry:
             continue
-        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        _instrument(instrumentor, name, tracer_provider, meter_provider)
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumented.append(name)
     return Telemetry(
