@@ -5,6 +5,10 @@
 * ``soma_trace_context_invalid_total{source,reason}`` (scope ``otel.kafka``): consumed records
   whose trace context was missing or unusable, so that their handler started a new trace;
   ``source`` is ``header``, ``body`` or ``none``.
+* ``soma_telemetry_heartbeat`` (scope ``otel``): an observable gauge that is 1 at every export,
+  registered by ``otel.configure()``. Its series disappearing is how the
+  ``ServiceTelemetryMissing`` alert tells a silent process from an idle one (whose other
+  series may legitimately never appear).
 * ``soma_scrubbed_values_total{signal,rule}`` (scope ``otel``): values the scrubber redacted;
   ``signal`` is ``logs`` or ``traces``, ``rule`` the name of the scrubbing rule that matched (a
   fixed, small set), never the key itself, so the label stays low-cardinality.
@@ -20,6 +24,7 @@ import threading
 from typing import Final, Literal
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 __all__ = [
     "DLQ_METER_NAME",
@@ -53,6 +58,12 @@ class LibraryInstruments:
             unit="{record}",
             description="Consumed records whose trace context was missing or malformed.",
         )
+        self.heartbeat = meter.create_observable_gauge(
+            "soma_telemetry_heartbeat",
+            callbacks=[_beat],
+            unit="{heartbeat}",
+            description="1 at every metric export of a process set up by otel.configure()",
+        )
         self.scrubbed_values_counter = meter.create_counter(
             "soma_scrubbed_values_total",
             unit="{value}",
@@ -70,6 +81,10 @@ class LibraryInstruments:
     def scrubbed(self, *, signal: Literal["logs", "traces"], rule: str, count: int = 1) -> None:
         """Count ``count`` values redacted from ``signal`` by ``rule``."""
         self.scrubbed_values_counter.add(count, {"signal": signal, "rule": rule})
+
+
+def _beat(options: CallbackOptions) -> list[Observation]:
+    return [Observation(1)]
 
 
 _lock = threading.Lock()

@@ -8,9 +8,9 @@ Instrumented mode (``opentelemetry-instrument python -m service``)
     (or, if that handler is absent, its own), and the root log level. It installs no provider,
     instruments nothing new, and does not change the resource (the SDK's resource is immutable
     once spans exist); it re-instruments FastAPI lean (below) in place of the distro's default,
-    for the apps created after the call; it logs a warning when ``service.version``, ``service.instance.id`` or
-    ``deployment.environment`` are missing, when the sampler is not parent-based always-on, and
-    when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these through the environment
+    for the apps created after the call; it logs a warning when ``service.version``,
+    ``service.instance.id`` or ``deployment.environment`` are missing, when the sampler is not
+    parent-based always-on, and when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these through the environment
     (see ``docs/setup.md``).
 
 Standalone mode (``python -m service``)
@@ -92,6 +92,7 @@ from otel._config import (
     Settings,
     resolve_settings,
 )
+from otel._instruments import library_instruments
 from otel._logging import JsonFormatter, OtlpLoggingHandler, ScrubbingFilter
 from otel._scrubbing import ScrubbingSpanProcessor
 
@@ -342,6 +343,7 @@ def configure(
                           additional_metric_readers, additional_log_processors)
         )
         _configure_logging(telemetry, log_stream)
+        library_instruments()  # registers the heartbeat gauge on the MeterProvider now in force
         _active = telemetry
     if telemetry.mode == "standalone":
         atexit.register(telemetry.shutdown)
