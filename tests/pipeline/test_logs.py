@@ -90,6 +90,8 @@ async def test_every_log_line_reaches_victorialogs_with_service_severity_and_tra
     wait_for_no_faults()
     started = time.time()
     marker = uuid.uuid4().hex[:10]
+    previous_poison = httpx.get(f"{kit.WORKER}/admin/faults").json()["poison_marker"]
+    previous_crash = httpx.get(f"{kit.EXECUTOR}/admin/faults").json()["tool_failure_marker"]
     kit.set_faults(kit.WORKER, poison_marker=f"#poison-{marker}")
     kit.set_faults(kit.EXECUTOR, tool_failure_marker=f"crash{marker}")
     try:
@@ -103,8 +105,8 @@ async def test_every_log_line_reaches_victorialogs_with_service_severity_and_tra
         assert "calculate: 42" in kit.reply_to(key, session, ok["message_id"])["content"]
         assert "tool_crashed" in kit.reply_to(key, session, crash["message_id"])["content"]
     finally:
-        kit.set_faults(kit.WORKER, poison_marker=None)
-        kit.set_faults(kit.EXECUTOR, tool_failure_marker=None)
+        kit.set_faults(kit.WORKER, poison_marker=previous_poison)
+        kit.set_faults(kit.EXECUTOR, tool_failure_marker=previous_crash)
 
     # A failed policy evaluation: the tenant's rate-limit counters (this minute and the next)
     # are lists, so the gateway's INCR fails inside the request's span.
