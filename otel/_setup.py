@@ -10,8 +10,8 @@ Instrumented mode (``opentelemetry-instrument python -m service``)
     once spans exist); it re-instruments FastAPI lean (below) in place of the distro's default,
     for the apps created after the call; it logs a warning when ``service.version``,
     ``service.instance.id`` or ``deployment.environment`` are missing, when the sampler is not
-    parent-based always-on, and when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these through the environment
-    (see ``docs/setup.md``).
+    parent-based always-on, and when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these
+    through the environment (see ``docs/setup.md``).
 
 Standalone mode (``python -m service``)
     ``configure()`` installs a TracerProvider, MeterProvider and LoggerProvider exporting over OTLP
