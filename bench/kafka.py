@@ -66,12 +66,22 @@ def provider() -> TracerProvider:
 
 
 async def create_topics(names: dict[str, int]) -> None:
-    """Create the topics (name -> partitions)."""
+    """Create the topics (name -> partitions) and wait until the broker's metadata lists
+    every one of them with all its partitions (a fresh broker answers the create before)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, num_partitions=p, replication_factor=1)
                                    for n, p in names.items()], timeout_ms=15000)
+        deadline = time.monotonic() + 30
+        while True:
+            described = await admin.describe_topics(list(names))
+            ready = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+            if all(ready.get(n) == p for n, p in names.items()):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics not in the broker's metadata after 30 s: {ready}")
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
 

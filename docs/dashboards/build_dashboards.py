@@ -213,7 +213,9 @@ DASHBOARDS = [
                 "percentunit",
                 [
                     (
-                        f'sum by (job) (job_status:http_requests:rate5m{{{GW}, status=~"5.."}})'
+                        # A 5xx series exists only after the first 5xx: count none as 0.
+                        f'(sum by (job) (job_status:http_requests:rate5m{{{GW}, status=~"5.."}})'
+                        ' or 0 * sum by (job) (job_status:http_requests:rate5m{job="gateway"}))'
                         ' / sum by (job) (job_status:http_requests:rate5m{job="gateway"})',
                         "5xx ratio",
                     )
