@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 from pathlib import Path
 
@@ -57,13 +56,16 @@ def test_every_dashboard_panel_query_returns_data_after_the_demo_workload() -> N
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     queries = panel_queries()
     assert len(queries) >= 30
-    deadline = time.monotonic() + DATA_DEADLINE_SECONDS
-    failing = _failing(queries)
     # A query that does not parse never will; only empty results are worth waiting for.
-    while failing and time.monotonic() < deadline and all(
-        kind == "empty" for kind, _ in failing.values()
-    ):
-        time.sleep(5)
+    try:
+        failing = live.wait_until(
+            lambda: _failing(queries),
+            lambda f: not f or any(kind != "empty" for kind, _ in f.values()),
+            timeout=DATA_DEADLINE_SECONDS,
+            what="every panel to return data",
+            interval=5,
+        )
+    except AssertionError:
         failing = _failing(queries)
     assert not failing, "panels without data or with a query error:\n" + "\n".join(
         f"  {q.dashboard} / {q.panel} [{q.ref_id}] {kind}: {detail}\n    {q.expr}"
