@@ -31,12 +31,11 @@ Target: >= 20,000 spans/s per core.
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import BENCH_PORTS, REPO, BenchCollector, Context, Row, Section, timed
+from bench.common import BENCH_PORTS, REPO, BenchCollector, Context, Row, RssPeak, Section, timed
 
 SPANS_PER_TRACE = 10
 #: telemetrygen's limiter waits once per span with burst 1, so one worker tops out near
@@ -93,29 +92,18 @@ def run_step(col: BenchCollector, binary: Path, offered: float, seconds: float,
              log: Path) -> Step:
     """Hold ``offered`` spans/s for ``seconds`` and measure the collector."""
     stat = col.stat
-    peak = [stat.rss_bytes()]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.5):
-            peak[0] = max(peak[0], stat.rss_bytes())
-
-    sampler = threading.Thread(target=sample, daemon=True)
     a0 = col.metric("otelcol_receiver_accepted_spans")
     r0 = col.metric("otelcol_receiver_refused_spans")
     c0 = stat.cpu_seconds()
-    sampler.start()
-    with log.open("ab") as out:
+    with RssPeak(stat) as rss, log.open("ab") as out:
         subprocess.run(tg_command(binary, offered, seconds), stdout=out, stderr=out,
                        timeout=seconds + 60, check=False)
-    time.sleep(0.5)  # the last batch lands
-    done.set()
-    sampler.join()
+        time.sleep(0.5)  # the last batch lands
     # Rates over the generation time: the counts are those of the spans generated in it.
     accepted = col.metric("otelcol_receiver_accepted_spans") - a0
     return Step(offered=offered, accepted=accepted / seconds,
                 refused=col.metric("otelcol_receiver_refused_spans") - r0,
-                cores=(stat.cpu_seconds() - c0) / seconds, rss_mib=peak[0] / 2**20)
+                cores=(stat.cpu_seconds() - c0) / seconds, rss_mib=rss.peak_mib)
 
 
 def ladder(ctx: Context, binary: Path, passthrough: bool) -> list[Step]:

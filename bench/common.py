@@ -35,6 +35,7 @@ import platform
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -160,6 +161,35 @@ class ProcStat:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+
+class RssPeak:
+    """The peak RSS of a process while a ``with`` block runs, sampled every 0.5 s.
+
+    ``with RssPeak(stat) as rss: ...`` then ``rss.peak_bytes``; with ``stat`` None it stays 0.
+    """
+
+    def __init__(self, stat: ProcStat | None) -> None:
+        self._stat = stat
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak_bytes = stat.rss_bytes() if stat else 0
+
+    def _sample(self) -> None:
+        while self._stat and not self._done.wait(0.5):
+            self.peak_bytes = max(self.peak_bytes, self._stat.rss_bytes())
+
+    def __enter__(self) -> RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
 
 
 def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,

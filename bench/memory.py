@@ -18,11 +18,10 @@ peak RSS, ratio project / none.
 
 from __future__ import annotations
 
-import threading
 import time
 
 from bench.collector import telemetrygen, tg_command
-from bench.common import BenchCollector, Context, Row, Section, timed
+from bench.common import BenchCollector, Context, Row, RssPeak, Section, timed
 from bench.overhead import bench_topic, drop_topic, serve, wrk
 
 FULL_SETTINGS = ((50_000, 10), (50_000, 5), (50_000, 20), (5_000, 10))
@@ -36,23 +35,11 @@ def collector_rss(ctx: Context, num_traces: int, wait_s: int, rate: float) -> fl
     overrides = {"processors/tail_sampling/num_traces": num_traces,
                  "processors/tail_sampling/decision_wait": f"{wait_s}s"}
     with BenchCollector(ctx.workdir, f"mem-{num_traces}-{wait_s}", overrides) as col:
-        stat = col.stat
-        peak = [stat.rss_bytes()]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.5):
-                peak[0] = max(peak[0], stat.rss_bytes())
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        with (col.dir / "telemetrygen.log").open("ab") as out:
+        with RssPeak(col.stat) as rss, (col.dir / "telemetrygen.log").open("ab") as out:
             subprocess.run(tg_command(telemetrygen(), rate, wait_s + 6), stdout=out,
                            stderr=out, timeout=wait_s + 60, check=False)
-        time.sleep(0.5)
-        done.set()
-        sampler.join()
-        return peak[0] / 2**20
+            time.sleep(0.5)
+        return rss.peak_mib
 
 
 def run(ctx: Context) -> Section:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from bench.common import (
     Context,
     ProcStat,
     Row,
+    RssPeak,
     Section,
     spawn,
     stop,
@@ -121,20 +121,10 @@ def wrk(route: str, seconds: float, workdir: Path, pid: int | None = None,
         argv += ["-s", str(script)]
     argv.append(f"http://127.0.0.1:{PORT}{ROUTES[route]}")
     stat = ProcStat(pid) if pid else None
-    peak = [stat.rss_bytes() if stat else 0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while stat and not done.wait(0.5):
-            peak[0] = max(peak[0], stat.rss_bytes())
-
-    sampler = threading.Thread(target=sample, daemon=True)
     c0 = stat.cpu_seconds() if stat else 0.0
-    sampler.start()
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30,
-                         check=True).stdout
-    done.set()
-    sampler.join()
+    with RssPeak(stat) as rss:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30,
+                             check=True).stdout
     cpu = (stat.cpu_seconds() - c0) if stat else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -147,7 +137,7 @@ def wrk(route: str, seconds: float, workdir: Path, pid: int | None = None,
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     return WrkResult(rps, p50, p99, reqs, errors, cpu / reqs * 1e6 if reqs else 0.0,
-                     peak[0] / 2**20)
+                     rss.peak_mib)
 
 
 def bench_topic() -> str:
