@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    from otel.dlq import EventConsumer
 
 _LOG = logging.getLogger(__name__)
 
@@ -109,3 +112,23 @@ async def serve(app: FastAPI, host: str, port: int) -> None:
     )
     server = uvicorn.Server(config)
     await server.serve()
+
+
+async def consume_and_serve(
+    consumer: EventConsumer, app: FastAPI, host: str, port: int, *, name: str,
+    on_stopping: Callable[[], object] = lambda: None,
+) -> None:
+    """Run ``consumer`` and serve ``app`` until either ends (a signal stops the server), then
+    stop both; a crashed consumer or server ends the process with its error. ``on_stopping``
+    runs first, e.g. to release a handler held by a fault switch so the consumer can stop."""
+    consuming = asyncio.create_task(consumer.run(), name=name)
+    serving = asyncio.create_task(serve(app, host, port))
+    try:
+        done, _ = await asyncio.wait({consuming, serving}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        on_stopping()
+        serving.cancel()
+        await consumer.stop()
+        await asyncio.gather(consuming, serving, return_exceptions=True)

@@ -18,7 +18,7 @@ async def run(settings: Settings) -> None:
     from fastapi import FastAPI
 
     from services.common import db
-    from services.common.http import add_health_routes, install_error_handlers, serve
+    from services.common.http import add_health_routes, consume_and_serve, install_error_handlers
     from services.common.kafka import (
         CONVERSATION_EVENTS,
         TOOL_RESULTS,
@@ -81,18 +81,11 @@ async def run(settings: Settings) -> None:
 
     add_health_routes(app, {"kafka": kafka_ok, "redis": redis_ok, "postgres": postgres_ok,
                             "slm": slm.reachable})
-    consuming = asyncio.create_task(consumer.run(), name="conversation consumer")
-    serving = asyncio.create_task(serve(app, settings.bind_host, settings.worker_port))
     _LOG.info("conversation worker ready", extra={"port": settings.worker_port})
     try:
-        done, _ = await asyncio.wait({consuming, serving}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()  # a crashed consumer or server ends the process with its error
+        await consume_and_serve(consumer, app, settings.bind_host, settings.worker_port,
+                                name="conversation consumer", on_stopping=unstuck.set)
     finally:
-        unstuck.set()
-        serving.cancel()
-        await consumer.stop()
-        await asyncio.gather(consuming, serving, return_exceptions=True)
         await tail.stop()
         await producer.stop()
         await slm.close()

@@ -17,7 +17,7 @@ async def run(settings: Settings) -> None:
     from fastapi import FastAPI
 
     from services.common import db
-    from services.common.http import add_health_routes, install_error_handlers, serve
+    from services.common.http import add_health_routes, consume_and_serve, install_error_handlers
     from services.common.kafka import (
         TOOL_REQUESTS,
         ensure_topics,
@@ -58,17 +58,11 @@ async def run(settings: Settings) -> None:
         return await db.postgres_reachable(pool)
 
     add_health_routes(app, {"kafka": kafka_ok, "postgres": postgres_ok})
-    consuming = asyncio.create_task(consumer.run(), name="tool request consumer")
-    serving = asyncio.create_task(serve(app, settings.bind_host, settings.executor_port))
     _LOG.info("tool executor ready", extra={"port": settings.executor_port})
     try:
-        done, _ = await asyncio.wait({consuming, serving}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()  # a crashed consumer or server ends the process with its error
+        await consume_and_serve(consumer, app, settings.bind_host, settings.executor_port,
+                                name="tool request consumer")
     finally:
-        serving.cancel()
-        await consumer.stop()
-        await asyncio.gather(consuming, serving, return_exceptions=True)
         await producer.stop()
         await pool.close()
 
