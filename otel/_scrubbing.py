@@ -46,6 +46,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel._instruments import library_instruments
+from otel._sdk import frozen_attributes
 
 __all__ = [
     "KEY_RULES",
@@ -167,17 +168,44 @@ def scrub_value(
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _scrubbed_string(text: str) -> tuple[str, tuple[str, ...]]:
+    """:func:`scrub_text` of ``text`` and the rule of each redaction, cached: span attribute
+    values (methods, routes, paths, addresses) repeat from span to span."""
+    redactions = Redactions()
+    scrubbed = scrub_text(text, redactions)
+    rules = tuple(rule for rule, count in redactions.counts.items() for _ in range(count))
+    return scrubbed, rules
+
+
 def _scrubbed_attributes(
     attributes: Mapping[str, object] | None, redactions: Redactions
 ) -> dict[str, object] | None:
-    """The scrubbed copy of ``attributes`` if anything was redacted, else ``None``."""
+    """The scrubbed copy of ``attributes`` if anything was redacted, else ``None``.
+
+    Same result as :func:`scrub_value` on each item; strings take the cached path."""
     if not attributes:
         return None
-    before = sum(redactions.counts.values())
-    scrubbed = {key: scrub_value(value, redactions, key) for key, value in attributes.items()}
-    if sum(redactions.counts.values()) == before:
-        return None
-    return scrubbed
+    scrubbed: dict[str, object] = {}
+    changed = False
+    for key, value in attributes.items():
+        new: object
+        if type(value) is str and key_rule(key) is None:
+            new, rules = _scrubbed_string(value)
+            for rule in rules:
+                redactions.add(rule)
+            changed = changed or bool(rules)
+        elif type(value) in _PLAIN_TYPES and key_rule(key) is None:
+            new = value
+        else:
+            before = sum(redactions.counts.values())
+            new = scrub_value(value, redactions, key)
+            changed = changed or sum(redactions.counts.values()) != before
+        scrubbed[key] = new
+    return scrubbed if changed else None
+
+
+_PLAIN_TYPES = frozenset({int, float, bool, bytes})
 
 
 def _replacement(original: object, scrubbed: Mapping[str, object]) -> BoundedAttributes:
@@ -198,7 +226,7 @@ class ScrubbingSpanProcessor(SpanProcessor):
 
     def _on_ending(self, span: Span) -> None:
         redactions = Redactions()
-        scrubbed = _scrubbed_attributes(span.attributes, redactions)
+        scrubbed = _scrubbed_attributes(frozen_attributes(span), redactions)
         if scrubbed is not None:
             span._attributes = _replacement(span._attributes, scrubbed)
         for event in span.events:

@@ -1,0 +1,25 @@
+"""The SDK internals the library reads, in one place (pinned SDK 1.45.1, see requirements.lock).
+
+* :func:`frozen_attributes`: a finished span's attribute map without the Mapping protocol.
+  ``ReadableSpan.attributes`` wraps the map in a ``MappingProxyType`` and ``BoundedAttributes``
+  copies itself under a lock on iteration; both cost a call per key on every span. ``Span.end``
+  freezes the map (``_immutable``) before any processor sees the span, so reading its dict is
+  safe from then on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = ["frozen_attributes"]
+
+
+def frozen_attributes(span: ReadableSpan) -> Mapping[str, object]:
+    """The attributes of an ended span, read directly when the SDK has frozen them."""
+    attributes = span._attributes
+    if type(attributes) is BoundedAttributes and attributes._immutable:
+        return attributes._dict
+    return span.attributes or {}
