@@ -7,8 +7,8 @@ Instrumented mode (``opentelemetry-instrument python -m service``)
     the scrubbing filter on the OTLP logging handler of ``opentelemetry-instrumentation-logging``
     (or, if that handler is absent, its own), and the root log level. It installs no provider,
     instruments nothing new, and does not change the resource (the SDK's resource is immutable
-    once spans exist); it re-instruments FastAPI lean (below) in place of the distro's default,
-    for the apps created after the call; it logs a warning when ``service.version``,
+    once spans exist); it replaces the distro's FastAPI instrumentation and its gRPC span
+    exporter with the lean ones (below); it logs a warning when ``service.version``,
     ``service.instance.id`` or ``deployment.environment`` are missing, when the sampler is not
     parent-based always-on, and when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these
     through the environment (see ``docs/setup.md``).
@@ -18,14 +18,17 @@ Standalone mode (``python -m service``)
     as the ``OTEL_*`` variables say (:mod:`otel._config`), puts the OTLP logging handler on the
     root logger, sets ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` unless already set, and instruments
     aiokafka, asyncpg, FastAPI, httpx and redis (minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
-    Call it before creating the FastAPI app: the FastAPI instrumentation patches the class.
+    Call it before anything makes spans.
 
-FastAPI, lean
-    In both modes FastAPI is instrumented without the ASGI ``http send``/``http receive`` child
-    spans and without the instrumentor's own ``http.server.*`` metrics: the collector derives
-    ``http_requests_total`` and ``http_request_duration_seconds`` from the SERVER span alone,
-    and the extra spans and histograms cost about as much as the SERVER span itself
-    (``docs/benchmarks.md``).
+FastAPI and span export, lean
+    In both modes FastAPI requests get their SERVER span from :mod:`otel._fastapi` (the
+    contrib FastAPI instrumentation that the distro applied is removed): the collector derives
+    ``http_requests_total`` and ``http_request_duration_seconds`` from that span alone, and
+    the contrib ASGI middleware cost more CPU per request than the request itself. Spans go
+    out over OTLP/gRPC through :class:`otel._otlp.SpanExporter`, the SDK exporter with a
+    direct protobuf encoder (the reference encoder took about 60 us per span); in instrumented
+    mode it replaces the distro's gRPC span exporter, built from the same ``OTEL_*``
+    variables. Figures before and after: ``docs/benchmarks.md``.
 
 Resource
     ``service.name`` (= Prometheus ``job``), ``service.version``, ``service.instance.id`` (a uuid4
@@ -60,8 +63,8 @@ from importlib import import_module
 from typing import Any, Literal, TextIO
 
 from opentelemetry import _logs, metrics, trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.logging.handler import LoggingHandler as _InstrLoggingHandler
-from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs import LoggingHandler as _SdkLoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
@@ -84,6 +87,7 @@ from opentelemetry.semconv.attributes.service_attributes import (
     SERVICE_VERSION,
 )
 
+from otel import _otlp as otlp
 from otel._config import (
     INSTRUMENTATION_NAMES,
     ConfigurationError,
@@ -105,7 +109,7 @@ _LOG = logging.getLogger("otel")
 _INSTRUMENTORS: Mapping[str, tuple[str, str]] = {
     "aiokafka": ("opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"),
     "asyncpg": ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
-    "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
+    "fastapi": ("otel._fastapi", "ServerSpanInstrumentor"),
     "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
     "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
 }
@@ -181,17 +185,8 @@ class Telemetry:
 def _instrument(
     instrumentor: Any, name: str, tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> None:
-    """Instrument one library. FastAPI is instrumented lean: no ASGI ``send``/``receive`` spans
-    and none of the instrumentor's own HTTP metrics, because the collector derives the RED
-    series from the SERVER span alone; together they cost about as much as the span itself."""
-    if name == "fastapi":
-        instrumentor.instrument(
-            tracer_provider=tracer_provider,
-            meter_provider=NoOpMeterProvider(),
-            exclude_spans=["receive", "send"],
-        )
-    else:
-        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    """Instrument one library on the given providers."""
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
 def _instrumentor(name: str) -> Any:
@@ -211,13 +206,17 @@ _EXPORTERS: dict[Signal, tuple[type[Any], str, str]] = {
 
 
 def _exporter(signal: Signal, kind: ExporterKind, settings: Settings) -> Any:
-    """The exporter of ``signal``: console, or OTLP over the configured protocol."""
+    """The exporter of ``signal``: console, or OTLP over the configured protocol (spans over
+    gRPC with the library's encoder, :mod:`otel._otlp`)."""
     console, module, cls = _EXPORTERS[signal]
     if kind == "console":
         return console()
+    if signal == "traces" and settings.protocol == "grpc":
+        return otlp.SpanExporter(**_otlp_args(settings, signal))
     transport = "grpc" if settings.protocol == "grpc" else "http"
-    otlp = getattr(import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), cls)
-    return otlp(**_otlp_args(settings, signal))
+    exporter = getattr(
+        import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), cls)
+    return exporter(**_otlp_args(settings, signal))
 
 
 def _otlp_args(settings: Settings, signal: Signal) -> dict[str, Any]:
@@ -378,10 +377,11 @@ def _adopt(
         tracer_provider.add_span_processor(processor)
     for log_processor in log_processors:
         logger_provider.add_log_record_processor(log_processor)
-    fastapi = _instrumentor("fastapi")
-    if fastapi.is_instrumented_by_opentelemetry:
-        fastapi.uninstrument()  # the distro's defaults; the lean settings replace them
-        _instrument(fastapi, "fastapi", tracer_provider, meter_provider)
+    contrib_fastapi = FastAPIInstrumentor()
+    if contrib_fastapi.is_instrumented_by_opentelemetry:
+        contrib_fastapi.uninstrument()  # the distro's; otel._fastapi makes the same SERVER span
+        _instrumentor("fastapi").instrument(tracer_provider=tracer_provider)
+    otlp.adopt(tracer_provider)
     _check_adopted(tracer_provider, tracer_provider.resource)
     return Telemetry(
         mode="instrumented",
