@@ -21,7 +21,9 @@ Helpers :func:`serve` and :func:`wrk` are shared with :mod:`bench.memory`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
+import statistics
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ PORT = 18080
 VARIANTS = ("none", "project", "otel-defaults", "prometheus")
 ROUTES = {"trivial": "/v1/ping", "message": "/v1/sessions/s1/messages"}
 TARGETS = {"trivial": 0.75, "message": 0.9}
+ROUNDS = 3
 SERVICE_ENV = {  # stack/components.py _service_env, the services' documented usage
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
@@ -160,50 +163,73 @@ def drop_topic(topic: str) -> None:
     asyncio.run(delete_topics([topic]))
 
 
+def _median(runs: list[WrkResult]) -> WrkResult:
+    """Each figure's median over the rounds."""
+    return WrkResult(*(statistics.median(getattr(r, f.name) for r in runs)
+                       for f in dataclasses.fields(WrkResult)))
+
+
 def run(ctx: Context) -> Section:
-    """Every variant on both routes; ratios to ``none``."""
+    """Every variant on both routes, in alternating rounds; median ratios to ``none``."""
     sec = Section("overhead", "Gateway overhead: instrumentation variants under wrk")
-    seconds = 3.0 if ctx.smoke else 10.0
-    results: dict[tuple[str, str], WrkResult] = {}
+    seconds = 3.0 if ctx.smoke else 8.0
+    rounds = 1 if ctx.smoke else ROUNDS
+    runs: dict[tuple[str, str], list[WrkResult]] = {}
     with timed(sec):
         topic = bench_topic()
         try:
-            for variant in VARIANTS:
-                with serve(ctx, variant, topic) as proc:
-                    for route in ROUTES:
-                        wrk(route, 1.0 if ctx.smoke else 2.0, ctx.workdir)   # warm-up
-                        res = wrk(route, seconds, ctx.workdir, proc.pid)
-                        if res.errors:
-                            raise RuntimeError(f"{variant} {route}: {res.errors} errors "
-                                               f"of {res.requests} requests")
-                        results[(variant, route)] = res
-                        ctx.log(f"  {variant:13} {route:8} {res.rps:7.0f} req/s p50 "
-                                f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms cpu/req "
-                                f"{res.cpu_per_req_us:.0f} us rss {res.rss_mib:.0f} MiB")
+            for round_no in range(1, rounds + 1):
+                for variant in VARIANTS:
+                    with serve(ctx, variant, topic) as proc:
+                        for route in ROUTES:
+                            wrk(route, 1.0 if ctx.smoke else 2.0, ctx.workdir)   # warm-up
+                            res = wrk(route, seconds, ctx.workdir, proc.pid)
+                            if res.errors:
+                                raise RuntimeError(f"{variant} {route}: {res.errors} errors "
+                                                   f"of {res.requests} requests")
+                            runs.setdefault((variant, route), []).append(res)
+                            ctx.log(f"  round {round_no} {variant:13} {route:8} {res.rps:7.0f}"
+                                    f" req/s p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms "
+                                    f"cpu/req {res.cpu_per_req_us:.0f} us rss "
+                                    f"{res.rss_mib:.0f} MiB")
         finally:
             drop_topic(topic)
+        results = {key: _median(value) for key, value in runs.items()}
+
+        def round_ratios(variant: str, route: str) -> list[float]:
+            return [r.rps / b.rps for r, b in zip(runs[(variant, route)], runs[("none", route)],
+                                                   strict=True)]
+
         for route in ROUTES:
             base = results[("none", route)]
             for variant in VARIANTS[1:]:
                 r = results[(variant, route)]
                 target = f">= {TARGETS[route]}x" if variant == "project" else ""
                 met = r.rps / base.rps >= TARGETS[route] if variant == "project" else None
-                sec.rows.append(Row(f"{route} route, {variant}: throughput", r.rps, "req/s",
-                                    base.rps, "uninstrumented, same route", target, met))
+                per_round = ", ".join(f"{x:.2f}" for x in round_ratios(variant, route))
+                sec.rows.append(Row(f"{route} route, {variant}: throughput (median of "
+                                    f"{rounds})", r.rps, "req/s", base.rps,
+                                    "uninstrumented, same route, median", target, met,
+                                    note=f"per-round ratios {per_round}"))
             sec.rows.append(Row(f"{route} route, project: p99 latency",
                                 results[("project", route)].p99_ms, "ms", base.p99_ms,
                                 "uninstrumented"))
-        lines = ["| route | variant | req/s | ratio | p50 ms | p99 ms | app CPU us/req "
-                 "| peak RSS MiB |", "|---|---|---|---|---|---|---|---|"]
+        lines = ["| route | variant | req/s | ratio | per-round ratios | p50 ms | p99 ms "
+                 "| app CPU us/req | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
         for route in ROUTES:
             base = results[("none", route)]
             for variant in VARIANTS:
                 r = results[(variant, route)]
+                per_round = ", ".join(f"{x:.2f}" for x in round_ratios(variant, route))
                 lines.append(f"| {route} | {variant} | {r.rps:,.0f} | {r.rps / base.rps:.2f}x "
-                             f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_req_us:.0f} | "
-                             f"{r.rss_mib:.0f} |")
+                             f"| {per_round} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                             f"{r.cpu_per_req_us:.0f} | {r.rss_mib:.0f} |")
         sec.tables.append("\n".join(lines))
         sec.notes += [
+            f"Rounds: {rounds}. Each round starts every variant afresh and runs it on both "
+            f"routes ({seconds:g} s after a warm-up), so slow phases of the shared machine hit "
+            "all variants; the figures are medians over the rounds, and the per-round ratios "
+            "show how much one measurement moves.",
             "App: bench/app.py (the gateway's shape), not services.gateway: the real gateway "
             "has no uninstrumented mode and its message route would drive the shared stack's "
             "worker and SLM. One uvicorn worker; wrk -t1 -c16 on the same 2 cores.",

@@ -30,7 +30,7 @@ Errors: 400 ``malformed_json``; 401 ``missing_api_key`` / ``invalid_api_key``; 4
 not disclosed); 413 ``payload_too_large``; 415 ``unsupported_media_type``; 422
 ``invalid_request`` (with ``details``); 429 ``rate_limited``; 503 ``unavailable``.
 
-Telemetry: the FastAPI instrumentation's server spans carry the route template
+Telemetry: the server spans (:mod:`otel._fastapi`) carry the route template
 (``/v1/sessions/{session_id}/messages``), never raw ids; the counters are those of
 :mod:`services_instrumentation.gateway`. A request with ``X-Soma-Debug-Trace: 1`` is always
 kept by the tail sampler (see :mod:`services.common.telemetry`).
