@@ -19,7 +19,8 @@ What the span carries (stable HTTP semantic conventions)
     ``/v1/sessions/{session_id}/messages``), ``http.response.status_code``. A 5xx answer sets
     status ERROR and ``error.type`` to the status code; an exception escaping the app records
     an ``exception`` event, status ERROR and ``error.type`` = its qualified class name. 4xx
-    answers are not errors of a server span.
+    answers are not errors of a server span. The status description is the exception's class
+    name only: its message goes into the event, where the scrubber redacts secrets.
 
 Context
     The parent is extracted from the request headers with the global propagator
@@ -224,7 +225,9 @@ def _finish(
     if error is not None:
         attributes[ERROR_TYPE] = error_type_of(error)
         span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        # The message stays in the exception event, whose attributes the scrubber sees; a
+        # status description is exported as is.
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
     elif status_code >= 500 or not status_code:
         attributes[ERROR_TYPE] = str(status_code) if status_code else "incomplete_response"
         span.set_status(Status(StatusCode.ERROR))

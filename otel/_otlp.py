@@ -311,6 +311,6 @@ def adopt(tracer_provider: TracerProvider) -> int:
         exporter = processor.span_exporter
         if type(exporter) is _ReferenceSpanExporter:
             exporter.__class__ = SpanExporter
-            exporter._client = _RawTraceStub(exporter._channel)
+            exporter._client = _RawTraceStub(exporter._channel)  # type: ignore[assignment]
             adopted += 1
     return adopted
