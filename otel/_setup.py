@@ -7,11 +7,12 @@ Instrumented mode (``opentelemetry-instrument python -m service``)
     the scrubbing filter on the OTLP logging handler of ``opentelemetry-instrumentation-logging``
     (or, if that handler is absent, its own), and the root log level. It installs no provider,
     instruments nothing new, and does not change the resource (the SDK's resource is immutable
-    once spans exist); it replaces the distro's FastAPI and Redis instrumentations and its gRPC
-    span exporter with the lean ones (below); it logs a warning when ``service.version``,
-    ``service.instance.id`` or ``deployment.environment`` are missing, when the sampler is not
-    parent-based always-on, and when ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these
-    through the environment (see ``docs/setup.md``).
+    once spans exist); it replaces the distro's FastAPI and Redis instrumentations, its Kafka
+    producer wrapper and its gRPC span exporter with the lean ones (below); it logs a warning
+    when ``service.version``, ``service.instance.id`` or ``deployment.environment`` are
+    missing, when the sampler is not parent-based always-on, and when
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` lacks ``http``. Set these through the environment (see
+    ``docs/setup.md``).
 
 Standalone mode (``python -m service``)
     ``configure()`` installs a TracerProvider, MeterProvider and LoggerProvider exporting over OTLP
@@ -20,11 +21,12 @@ Standalone mode (``python -m service``)
     aiokafka, asyncpg, FastAPI, httpx and redis (minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
     Call it before anything makes spans.
 
-FastAPI, Redis and span export, lean
-    In both modes FastAPI requests get their SERVER span from :mod:`otel._fastapi` and Redis
+FastAPI, Redis, Kafka producer and span export, lean
+    In both modes FastAPI requests get their SERVER span from :mod:`otel._fastapi`, Redis
     commands their CLIENT span from :mod:`otel._redis` (the contrib instrumentations that the
-    distro applied are removed): the same spans, at a fraction of the contrib's CPU per
-    request (the contrib ASGI middleware cost more than the request itself). Spans go
+    distro applied are removed) and ``AIOKafkaProducer.send`` its PRODUCER span from
+    :mod:`otel._aiokafka` (the contrib's consumer spans stay): the same spans, at a fraction of
+    the contrib's CPU (the contrib ASGI middleware cost more than the request itself). Spans go
     out over OTLP/gRPC through :class:`otel._otlp.SpanExporter`, the SDK exporter with a
     direct protobuf encoder (the reference encoder took about 60 us per span); in instrumented
     mode it replaces the distro's gRPC span exporter, built from the same ``OTEL_*``
@@ -86,6 +88,7 @@ from opentelemetry.semconv.attributes.service_attributes import (
     SERVICE_VERSION,
 )
 
+from otel import _aiokafka as aiokafka
 from otel import _otlp as otlp
 from otel._config import (
     INSTRUMENTATION_NAMES,
@@ -106,7 +109,7 @@ _SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 _LOG = logging.getLogger("otel")
 
 _INSTRUMENTORS: Mapping[str, tuple[str, str]] = {
-    "aiokafka": ("opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"),
+    "aiokafka": ("otel._aiokafka", "AiokafkaInstrumentor"),
     "asyncpg": ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
     "fastapi": ("otel._fastapi", "ServerSpanInstrumentor"),
     "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
@@ -386,6 +389,7 @@ def _adopt(
         if contrib.is_instrumented_by_opentelemetry:  # the distro's; ours makes the same spans
             contrib.uninstrument()
             _instrumentor(name).instrument(tracer_provider=tracer_provider)
+    aiokafka.replace_send(tracer_provider)  # only if the distro applied the contrib's
     otlp.adopt(tracer_provider)
     _check_adopted(tracer_provider, tracer_provider.resource)
     return Telemetry(

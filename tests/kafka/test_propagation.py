@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Span, SpanKind
 
+from otel import _aiokafka
 from otel.kafka import TRACE_CONTEXT_INVALID_TOTAL, send_event
 from tests.kafka.conftest import (
     BOOTSTRAP,
@@ -164,10 +165,12 @@ async def test_process_span_carries_messaging_semconv_attributes_and_baggage(
 
 
 
+@pytest.mark.parametrize("lean_send", [False, True], ids=["contrib-send", "lean-send"])
 async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_spans(
-    topics: Topics, telemetry: Telemetry
+    topics: Topics, telemetry: Telemetry, lean_send: bool
 ) -> None:
-    """Instrumented: root -> send -> {receive, process -> handler}; one traceparent, no orphans."""
+    """Instrumented, with the contrib's send or the library's lean one: root -> send ->
+    {receive, process -> handler}; one traceparent, no orphans."""
     topic = await topics.create("instrumented")
     tracer = telemetry.tracer_provider.get_tracer("tests")
     handled: list[int] = []
@@ -178,6 +181,8 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
 
     instrumentor = AIOKafkaInstrumentor()
     instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
+    if lean_send:
+        assert _aiokafka.replace_send(telemetry.tracer_provider)
     try:
         producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True,
                                     acks="all")
@@ -190,6 +195,7 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
         async with running(worker([topic], handle, telemetry)):
             await wait_until(lambda: handled, lambda seen: seen == [0], "handler")
     finally:
+        _aiokafka.restore_send()
         instrumentor.uninstrument()
 
     spans = by_name(telemetry.finished_spans())
@@ -208,6 +214,40 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
     (record,) = await read_topic(topic)
     assert header_values(record, "traceparent") == [traceparent_of(send).encode()]
     assert json.loads(record.value)["trace_context"] == {"traceparent": traceparent_of(root)}
+    assert send.instrumentation_scope is not None
+    assert send.instrumentation_scope.name == (
+        "otel.aiokafka" if lean_send else "opentelemetry.instrumentation.aiokafka")
+
+
+async def test_lean_send_span_carries_the_contrib_attributes_without_the_computed_partition(
+    topics: Topics, telemetry: Telemetry
+) -> None:
+    """The lean send span has the contrib send span's attributes, except the partition id the
+    contrib computed by running the partitioner (kept when the caller names the partition)."""
+    topic = await topics.create("lean-attributes")
+    tracer = telemetry.tracer_provider.get_tracer("tests")
+    instrumentor = AIOKafkaInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, client_id="lean-test")
+    await producer.start()
+    try:
+        with tracer.start_as_current_span("contrib"):
+            await send_event(producer, topic, {"n": 1}, key="k-1")
+        assert _aiokafka.replace_send(telemetry.tracer_provider)
+        with tracer.start_as_current_span("lean"):
+            await send_event(producer, topic, {"n": 2}, key="k-1")
+            await send_event(producer, topic, {"n": 3}, partition=0)
+    finally:
+        await producer.stop()
+        _aiokafka.restore_send()
+        instrumentor.uninstrument()
+    contrib, lean, lean_partition = [
+        dict(s.attributes or {}) for s in telemetry.finished_spans() if s.name == f"{topic} send"]
+    assert lean == {k: v for k, v in contrib.items()
+                    if k != "messaging.destination.partition.id"}
+    assert lean["messaging.kafka.message.key"] == "k-1"
+    assert lean_partition["messaging.destination.partition.id"] == "0"
+    assert "messaging.kafka.message.key" not in lean_partition
 
 
 

@@ -182,6 +182,23 @@ def test_standalone_instruments_libraries_and_shutdown_removes_them(fresh_otel: 
     assert instrumentor.is_instrumented_by_opentelemetry is False
 
 
+def test_standalone_aiokafka_gets_the_lean_send_and_shutdown_restores_the_original(
+    fresh_otel: None,
+) -> None:
+    """aiokafka is instrumented by the contrib with the library's send in place of the
+    contrib's; shutdown() leaves AIOKafkaProducer.send as it was before configure()."""
+    from aiokafka import AIOKafkaProducer
+
+    original = AIOKafkaProducer.__dict__["send"]
+    telemetry = _quiet(service_name="gateway", instrumentations=["aiokafka"])
+    lean = AIOKafkaProducer.__dict__["send"]
+    assert telemetry.instrumented == ("aiokafka",)
+    assert lean.__code__.co_filename.endswith("otel/_aiokafka.py")
+    assert lean.__wrapped__ is original
+    telemetry.shutdown()
+    assert AIOKafkaProducer.__dict__["send"] is original
+
+
 def test_unknown_instrumentation_name_is_an_error(fresh_otel: None) -> None:
     """Asking for a library the library does not know raises ConfigurationError."""
     with pytest.raises(otel.ConfigurationError, match="unknown instrumentations"):
