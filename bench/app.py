@@ -20,6 +20,8 @@ Variant (``$BENCH_VARIANT``), started by :mod:`bench.overhead`:
 * ``project`` - under ``opentelemetry-instrument`` with the services' environment, plus
   ``otel.configure()`` at import (scrubbing, JSON logs, OTLP log scrubbing), as
   :mod:`services.common.telemetry` does.
+* ``project-no-client-spans``, ``project-no-span-export`` - ``project`` minus one part (see
+  :mod:`bench.overhead`).
 * ``otel-defaults`` - under ``opentelemetry-instrument`` with only the service name and the
   endpoint set.
 * ``prometheus`` - the seed's prometheus_client ``track_request`` decorator on each route.
@@ -46,7 +48,7 @@ VARIANT = os.environ.get("BENCH_VARIANT", "none")
 TOPIC = os.environ.get("BENCH_TOPIC", "bench.messages")
 API_KEY = "bench-key"
 
-if VARIANT == "project":
+if VARIANT.startswith("project"):
     import otel
 
     TELEMETRY = otel.configure(service_name=os.environ.get("OTEL_SERVICE_NAME", "bench-app"))

@@ -91,6 +91,11 @@ class Row:
         """The row as a JSON object, ratio included."""
         return {**asdict(self), "ratio": self.ratio}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        """The row :meth:`to_json` wrote (the ratio is derived again)."""
+        return cls(**{k: v for k, v in data.items() if k != "ratio"})
+
 
 @dataclass
 class Section:
@@ -110,6 +115,11 @@ class Section:
         return {"key": self.key, "title": self.title, "rows": [r.to_json() for r in self.rows],
                 "notes": self.notes, "commands": self.commands, "tables": self.tables,
                 "seconds": self.seconds, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Section:
+        """The section :meth:`to_json` wrote."""
+        return cls(**{**data, "rows": [Row.from_json(r) for r in data["rows"]]})
 
 
 @dataclass

@@ -1,19 +1,24 @@
-"""Gateway overhead (issue 7, item 1): wrk throughput and p50/p99 for four telemetry variants.
+"""Gateway overhead (issue 7, item 1): wrk throughput and p50/p99 for each telemetry variant.
 
 What runs
 ---------
 :mod:`bench.app` (the gateway's shape: see its docstring for why not the real gateway) under
-one uvicorn worker on 127.0.0.1:18080, once per variant, loaded by ``wrk -t1 -c16 --latency``
-for a fixed time after a short warm-up, on the trivial route (``GET /v1/ping``) and on the
+one uvicorn worker per variant, all running at once on 127.0.0.1:18080 and up, loaded one at a
+time by ``wrk -t1 -c16 --latency`` in short alternating rounds (see the notes in
+:func:`run`), on the trivial route (``GET /v1/ping``) and on the
 message route (``POST /v1/sessions/s1/messages``: auth, validation, Redis INCR, Kafka send
 awaited). Variants: ``none`` (the baseline), ``project`` (``opentelemetry-instrument`` with the
 services' environment from ``stack/components.py`` + ``otel.configure()``; traces, metrics and
 logs exported over OTLP gRPC to the shared collector), ``otel-defaults`` (plain
-``opentelemetry-instrument``), ``prometheus`` (the seed's prometheus_client decorator).
+``opentelemetry-instrument``), ``prometheus`` (the seed's prometheus_client decorator), and
+two diagnostic variants (full mode only), each the project setup minus one part:
+``project-no-client-spans`` (no Redis and aiokafka instrumentation) and
+``project-no-span-export`` (``OTEL_TRACES_EXPORTER=none``).
 
-Figures: requests/s as a ratio to ``none`` on the same route in the same run (targets: project
->= 0.75x on the trivial route, >= 0.9x on the message route), p50/p99 latency, the app's CPU
-per request and peak RSS. Every non-2xx answer or socket error fails the benchmark.
+Figures: requests/s as a ratio to ``none`` on the same route in the same round, the median
+over the rounds (targets: project >= 0.75x on the trivial route, >= 0.9x on the message
+route), p50/p99 latency, the app's CPU per request and peak RSS. Every non-2xx answer or
+socket error fails the benchmark.
 
 Helpers :func:`serve` and :func:`wrk` are shared with :mod:`bench.memory`.
 """
@@ -45,10 +50,17 @@ from bench.common import (
 )
 
 PORT = 18080
-VARIANTS = ("none", "project", "otel-defaults", "prometheus")
+VARIANTS = ("none", "project", "otel-defaults", "prometheus", "project-no-client-spans",
+            "project-no-span-export")
+#: Diagnostic variants: the project's setup minus one part, to show where its time goes. They
+#: do not carry the same telemetry and have no target.
+PARTS = {  # variant -> environment added to the project variant's
+    "project-no-client-spans": {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "redis,aiokafka"},
+    "project-no-span-export": {"OTEL_TRACES_EXPORTER": "none"},
+}
 ROUTES = {"trivial": "/v1/ping", "message": "/v1/sessions/s1/messages"}
 TARGETS = {"trivial": 0.75, "message": 0.9}
-ROUNDS = 3
+ROUNDS = 5
 SERVICE_ENV = {  # stack/components.py _service_env, the services' documented usage
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
@@ -63,14 +75,14 @@ wrk.headers["Authorization"] = "Bearer bench-key"
 """
 
 
-def command(variant: str) -> tuple[list[str], dict[str, str]]:
+def command(variant: str, port: int = PORT) -> tuple[list[str], dict[str, str]]:
     """argv and extra environment of one variant."""
     env = {"BENCH_VARIANT": variant, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    app = [PY, "-m", "bench.app", "--port", str(PORT)]
+    app = [PY, "-m", "bench.app", "--port", str(port)]
     instrument = [str(VENV_BIN / "opentelemetry-instrument")]
     run_id = uuid.uuid4().hex[:6]
-    if variant == "project":
-        env |= SERVICE_ENV | {
+    if variant == "project" or variant in PARTS:
+        env |= SERVICE_ENV | PARTS.get(variant, {}) | {
             "OTEL_SERVICE_NAME": "bench-app-project",
             "OTEL_RESOURCE_ATTRIBUTES": f"service.version=bench,service.instance.id={run_id}"}
         return instrument + app, env
@@ -82,14 +94,15 @@ def command(variant: str) -> tuple[list[str], dict[str, str]]:
 
 
 @contextlib.contextmanager
-def serve(ctx: Context, variant: str, topic: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run the bench app in ``variant`` until the block ends."""
-    argv, env = command(variant)
+def serve(ctx: Context, variant: str, topic: str,
+          port: int = PORT) -> Iterator[subprocess.Popen[bytes]]:
+    """Run the bench app in ``variant`` on ``port`` until the block ends."""
+    argv, env = command(variant, port)
     env["BENCH_TOPIC"] = topic
     log = ctx.workdir / f"app-{variant}.log"
     proc = spawn(argv, log, env)
     try:
-        wait_http(f"http://127.0.0.1:{PORT}/v1/ping", 60, proc, log)
+        wait_http(f"http://127.0.0.1:{port}/v1/ping", 60, proc, log)
         yield proc
     finally:
         stop(proc)
@@ -114,7 +127,7 @@ def _ms(text: str) -> float:
 
 
 def wrk(route: str, seconds: float, workdir: Path, pid: int | None = None,
-        connections: int = 16) -> WrkResult:
+        connections: int = 16, port: int = PORT) -> WrkResult:
     """Run wrk against ``route``; CPU and peak RSS of ``pid`` during the run."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
             "--timeout", "5s"]
@@ -122,7 +135,7 @@ def wrk(route: str, seconds: float, workdir: Path, pid: int | None = None,
         script = workdir / "post.lua"
         script.write_text(POST_LUA)
         argv += ["-s", str(script)]
-    argv.append(f"http://127.0.0.1:{PORT}{ROUTES[route]}")
+    argv.append(f"http://127.0.0.1:{port}{ROUTES[route]}")
     stat = ProcStat(pid) if pid else None
     c0 = stat.cpu_seconds() if stat else 0.0
     with RssPeak(stat) as rss:
@@ -137,8 +150,8 @@ def wrk(route: str, seconds: float, workdir: Path, pid: int | None = None,
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                       out):
         errors += sum(int(g) for g in m.groups())
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return WrkResult(rps, p50, p99, reqs, errors, cpu / reqs * 1e6 if reqs else 0.0,
                      rss.peak_mib)
 
@@ -172,23 +185,31 @@ def _median(runs: list[WrkResult]) -> WrkResult:
 def run(ctx: Context) -> Section:
     """Every variant on both routes, in alternating rounds; median ratios to ``none``."""
     sec = Section("overhead", "Gateway overhead: instrumentation variants under wrk")
-    seconds = 3.0 if ctx.smoke else 8.0
+    seconds = 2.0 if ctx.smoke else 4.0
     rounds = 1 if ctx.smoke else ROUNDS
+    variants = tuple(v for v in VARIANTS if not (ctx.smoke and v in PARTS))
+    ports = {variant: PORT + i for i, variant in enumerate(variants)}
     runs: dict[tuple[str, str], list[WrkResult]] = {}
     with timed(sec):
         topic = bench_topic()
         try:
-            for round_no in range(1, rounds + 1):
-                for variant in VARIANTS:
-                    with serve(ctx, variant, topic) as proc:
-                        for route in ROUTES:
-                            wrk(route, 1.0 if ctx.smoke else 2.0, ctx.workdir)   # warm-up
-                            res = wrk(route, seconds, ctx.workdir, proc.pid)
+            with contextlib.ExitStack() as apps:
+                procs = {v: apps.enter_context(serve(ctx, v, topic, ports[v])) for v in variants}
+                for variant in variants:
+                    for route in ROUTES:
+                        wrk(route, 1.0 if ctx.smoke else 2.0, ctx.workdir,
+                            port=ports[variant])  # warm-up
+                for round_no in range(1, rounds + 1):
+                    order = variants if round_no % 2 else variants[::-1]
+                    for route in ROUTES:
+                        for variant in order:
+                            res = wrk(route, seconds, ctx.workdir, procs[variant].pid,
+                                      port=ports[variant])
                             if res.errors:
                                 raise RuntimeError(f"{variant} {route}: {res.errors} errors "
                                                    f"of {res.requests} requests")
                             runs.setdefault((variant, route), []).append(res)
-                            ctx.log(f"  round {round_no} {variant:13} {route:8} {res.rps:7.0f}"
+                            ctx.log(f"  round {round_no} {variant:23} {route:8} {res.rps:7.0f}"
                                     f" req/s p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms "
                                     f"cpu/req {res.cpu_per_req_us:.0f} us rss "
                                     f"{res.rss_mib:.0f} MiB")
@@ -200,36 +221,56 @@ def run(ctx: Context) -> Section:
             return [r.rps / b.rps for r, b in zip(runs[(variant, route)], runs[("none", route)],
                                                    strict=True)]
 
+        def median_round(variant: str, route: str) -> int:
+            """The round whose ratio is the median one (the lower middle for even counts)."""
+            ratios = round_ratios(variant, route)
+            return sorted(range(len(ratios)), key=ratios.__getitem__)[(len(ratios) - 1) // 2]
+
         for route in ROUTES:
-            base = results[("none", route)]
-            for variant in VARIANTS[1:]:
-                r = results[(variant, route)]
+            for variant in variants[1:]:
+                i = median_round(variant, route)
+                r, base = runs[(variant, route)][i], runs[("none", route)][i]
                 target = f">= {TARGETS[route]}x" if variant == "project" else ""
                 met = r.rps / base.rps >= TARGETS[route] if variant == "project" else None
                 per_round = ", ".join(f"{x:.2f}" for x in round_ratios(variant, route))
-                sec.rows.append(Row(f"{route} route, {variant}: throughput (median of "
-                                    f"{rounds})", r.rps, "req/s", base.rps,
-                                    "uninstrumented, same route, median", target, met,
+                sec.rows.append(Row(f"{route} route, {variant}: throughput (median ratio of "
+                                    f"{rounds} rounds)", r.rps, "req/s", base.rps,
+                                    "uninstrumented, same route, same round", target, met,
                                     note=f"per-round ratios {per_round}"))
-            sec.rows.append(Row(f"{route} route, project: p99 latency",
-                                results[("project", route)].p99_ms, "ms", base.p99_ms,
-                                "uninstrumented"))
-        lines = ["| route | variant | req/s | ratio | per-round ratios | p50 ms | p99 ms "
-                 "| app CPU us/req | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+            sec.rows.append(Row(f"{route} route, project: p99 latency (median)",
+                                results[("project", route)].p99_ms, "ms",
+                                results[("none", route)].p99_ms, "uninstrumented"))
+            sec.rows.append(Row(f"{route} route, project: app CPU per request (median)",
+                                results[("project", route)].cpu_per_req_us, "us",
+                                results[("none", route)].cpu_per_req_us, "uninstrumented"))
+        lines = ["| route | variant | req/s (median) | ratio (median of rounds) | per-round "
+                 "ratios | p50 ms | p99 ms | app CPU us/req | peak RSS MiB |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for route in ROUTES:
-            base = results[("none", route)]
-            for variant in VARIANTS:
+            for variant in variants:
                 r = results[(variant, route)]
-                per_round = ", ".join(f"{x:.2f}" for x in round_ratios(variant, route))
-                lines.append(f"| {route} | {variant} | {r.rps:,.0f} | {r.rps / base.rps:.2f}x "
-                             f"| {per_round} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                             f"{r.cpu_per_req_us:.0f} | {r.rss_mib:.0f} |")
+                ratios = round_ratios(variant, route)
+                per_round = ", ".join(f"{x:.2f}" for x in ratios)
+                lines.append(f"| {route} | {variant} | {r.rps:,.0f} | "
+                             f"{statistics.median(ratios):.2f}x | {per_round} | "
+                             f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_req_us:.0f} | "
+                             f"{r.rss_mib:.0f} |")
         sec.tables.append("\n".join(lines))
         sec.notes += [
-            f"Rounds: {rounds}. Each round starts every variant afresh and runs it on both "
-            f"routes ({seconds:g} s after a warm-up), so slow phases of the shared machine hit "
-            "all variants; the figures are medians over the rounds, and the per-round ratios "
-            "show how much one measurement moves.",
+            "Where the project variant's time goes: project-no-client-spans is the same setup "
+            "with the Redis and aiokafka instrumentations disabled "
+            "(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis,aiokafka: no Redis or Kafka client "
+            "spans, only the SERVER span and the body's trace context remain), "
+            "project-no-span-export the same "
+            "setup with OTEL_TRACES_EXPORTER=none (spans made and scrubbed, never encoded or "
+            "sent). Their CPU per request against none and project splits the overhead.",
+            f"Rounds: {rounds}. Every variant runs at once, each in its own process on its "
+            f"own port (18080 and up) and idle while the others are loaded; each round loads "
+            f"them one after the other for {seconds:g} s per route (the order reversed every "
+            "other round), so a variant and the baseline are measured seconds apart. The "
+            "ratio is the median of the per-round ratios; the summary row shows the round "
+            "that has it. The per-round ratios show how much one measurement moves on this "
+            "shared machine.",
             "App: bench/app.py (the gateway's shape), not services.gateway: the real gateway "
             "has no uninstrumented mode and its message route would drive the shared stack's "
             "worker and SLM. One uvicorn worker; wrk -t1 -c16 on the same 2 cores.",
@@ -237,13 +278,13 @@ def run(ctx: Context) -> Section:
             "to the shared collector (spanmetrics needs all of them), plus OTLP metrics and "
             "logs.",
         ]
-        for variant in VARIANTS:
-            argv, env = command(variant)
+        for variant in variants:
+            argv, env = command(variant, ports[variant])
             shown = " ".join(f"{k}={v}" for k, v in env.items() if k != "PYTHONPATH")
             sec.commands.append(f"{shown} {' '.join(argv)}".replace(str(VENV_BIN) + "/",
                                                                    ".venv/bin/"))
         sec.commands.append(f"wrk -t1 -c16 -d{seconds:g}s --latency "
-                            f"http://127.0.0.1:{PORT}/v1/ping")
+                            "http://127.0.0.1:$PORT/v1/ping   # $PORT: the variant's")
         sec.commands.append(f"wrk -t1 -c16 -d{seconds:g}s --latency -s post.lua "
-                            f"http://127.0.0.1:{PORT}/v1/sessions/s1/messages")
+                            "http://127.0.0.1:$PORT/v1/sessions/s1/messages")
     return sec

@@ -47,7 +47,8 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
         f"- kernel {m['kernel']}, Python {m['python']}; 1-min load average at start: "
         f"{m['loadavg_at_start']:.2f} (the cores are shared with other work)",
         f"- run started {meta['started']} UTC, {'smoke' if meta['smoke'] else 'full'} mode, "
-        f"{meta['total_seconds']:.0f} s in all",
+        f"{meta['total_seconds']:.0f} s in all"
+        + (f"; {meta['updated']} (`--only ... --update`)" if meta.get("updated") else ""),
         "",
         "## How to reproduce",
         "",
