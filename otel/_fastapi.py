@@ -273,17 +273,3 @@ def is_instrumented() -> bool:
     """True between :func:`instrument` and :func:`uninstrument`."""
     return _original_call is not None
 
-
-class ServerSpanInstrumentor:
-    """The instrumentor interface :mod:`otel._setup` drives (as for the contrib instrumentors)."""
-
-    @property
-    def is_instrumented_by_opentelemetry(self) -> bool:
-        return is_instrumented()
-
-    def instrument(self, *, tracer_provider: trace.TracerProvider | None = None,
-                   **_: object) -> None:
-        instrument(tracer_provider)
-
-    def uninstrument(self) -> None:
-        uninstrument()

@@ -39,9 +39,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
-from otel._sdk import frozen_attributes
+from otel._sdk import events_and_links, frozen_attributes
 
 __all__ = ["SpanExporter", "adopt", "encode_spans"]
 
@@ -53,6 +53,13 @@ _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _FIXED32 = struct.Struct("<I").pack
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags masks (trace.proto)
+#: Fields that take few values, encoded once: kind (field 6), flags (field 16, fixed32) and a
+#: status without description (field 15).
+_KINDS = {kind: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
+_SPAN_FLAGS = {False: b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE),
+               True: b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)}
+_BARE_STATUS = {code: b"\x7a" + (b"\x02\x18" + bytes([code.value]) if code.value else b"\x00")
+                for code in StatusCode}
 
 
 def _varint(n: int) -> bytes:
@@ -162,7 +169,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     if span.name:
         parts.append(_field(b"\x2a", span.name.encode()))
-    parts.append(b"\x30" + _varint(span.kind.value + 1))
+    parts.append(_KINDS[span.kind])
     if span.start_time:
         parts.append(b"\x39" + _FIXED64(span.start_time))
     if span.end_time:
@@ -170,7 +177,8 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(_attributes(b"\x4a", frozen_attributes(span)))
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
+    events, links = events_and_links(span)
+    for event in events:
         body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
         if event.name:
             body += _field(b"\x12", event.name.encode())
@@ -180,7 +188,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_field(b"\x5a", body))
     if span.dropped_events:
         parts.append(b"\x60" + _varint(span.dropped_events))
-    for link in span.links:
+    for link in links:
         body = (
             b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
             + b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
@@ -192,11 +200,14 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
-    body = _field(b"\x12", status.description.encode()) if status.description else b""
-    if status.status_code.value:
-        body += b"\x18" + _varint(status.status_code.value)
-    parts.append(_field(b"\x7a", body))
-    parts.append(b"\x85\x01" + _flags(parent))  # field 16, fixed32
+    if status.description:
+        body = _field(b"\x12", status.description.encode())
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        parts.append(_field(b"\x7a", body))
+    else:
+        parts.append(_BARE_STATUS[status.status_code])
+    parts.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
     return b"".join(parts)
 
 

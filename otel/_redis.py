@@ -44,7 +44,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from otel._spans import error_type_of
 
-__all__ = ["RedisSpanInstrumentor", "instrument", "is_instrumented", "uninstrument"]
+__all__ = ["instrument", "is_instrumented", "uninstrument"]
 
 SCOPE_NAME = "otel.redis"
 _MAX_STATEMENT = 1000
@@ -84,7 +84,10 @@ def _command_name(args: Sequence[Any]) -> str:
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
-def _command_span(tracer: Tracer, client: Any, args: Sequence[Any]) -> Span:
+SpanMaker = Callable[[Tracer, Any, tuple[Any, ...]], Span]
+
+
+def _command_span(tracer: Tracer, client: Any, args: tuple[Any, ...]) -> Span:
     name = _command_name(args)
     attributes = {**_connection_attributes(client),
                   "db.statement": _statement(name, len(args)),
@@ -92,7 +95,7 @@ def _command_span(tracer: Tracer, client: Any, args: Sequence[Any]) -> Span:
     return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
-def _pipeline_span(tracer: Tracer, pipeline: Any) -> Span:
+def _pipeline_span(tracer: Tracer, pipeline: Any, _args: tuple[Any, ...]) -> Span:
     stack = getattr(pipeline, "command_stack", [])
     names = [_command_name(args) for args, _ in stack]
     statement = "\n".join(_statement(n, len(args)) for n, (args, _) in zip(names, stack,
@@ -113,26 +116,11 @@ def _end(span: Span, error: BaseException | None) -> None:
     span.end()
 
 
-def _async_command(tracer: Tracer, original: Callable[..., Any]) -> Callable[..., Any]:
+def _async_traced(tracer: Tracer, original: Callable[..., Any],
+                  make_span: SpanMaker) -> Callable[..., Any]:
     @functools.wraps(original)
-    async def execute_command(self: Any, *args: Any, **options: Any) -> Any:
-        span = _command_span(tracer, self, args)
-        error: BaseException | None = None
-        try:
-            return await original(self, *args, **options)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _end(span, error)
-
-    return execute_command
-
-
-def _async_pipeline(tracer: Tracer, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        span = _pipeline_span(tracer, self)
+    async def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+        span = make_span(tracer, self, args)
         error: BaseException | None = None
         try:
             return await original(self, *args, **kwargs)
@@ -142,29 +130,14 @@ def _async_pipeline(tracer: Tracer, original: Callable[..., Any]) -> Callable[..
         finally:
             _end(span, error)
 
-    return execute
+    return traced
 
 
-def _sync_command(tracer: Tracer, original: Callable[..., Any]) -> Callable[..., Any]:
+def _sync_traced(tracer: Tracer, original: Callable[..., Any],
+                 make_span: SpanMaker) -> Callable[..., Any]:
     @functools.wraps(original)
-    def execute_command(self: Any, *args: Any, **options: Any) -> Any:
-        span = _command_span(tracer, self, args)
-        error: BaseException | None = None
-        try:
-            return original(self, *args, **options)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _end(span, error)
-
-    return execute_command
-
-
-def _sync_pipeline(tracer: Tracer, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        span = _pipeline_span(tracer, self)
+    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+        span = make_span(tracer, self, args)
         error: BaseException | None = None
         try:
             return original(self, *args, **kwargs)
@@ -174,18 +147,18 @@ def _sync_pipeline(tracer: Tracer, original: Callable[..., Any]) -> Callable[...
         finally:
             _end(span, error)
 
-    return execute
+    return traced
 
 
-#: (class, method name, wrapper factory) for every patched method.
-_TARGETS: tuple[tuple[type, str, Callable[[Tracer, Callable[..., Any]], Callable[..., Any]]],
-                ...] = (
-    (redis.asyncio.Redis, "execute_command", _async_command),
-    (redis.asyncio.client.Pipeline, "immediate_execute_command", _async_command),
-    (redis.asyncio.client.Pipeline, "execute", _async_pipeline),
-    (redis.Redis, "execute_command", _sync_command),
-    (redis.client.Pipeline, "immediate_execute_command", _sync_command),
-    (redis.client.Pipeline, "execute", _sync_pipeline),
+Wrap = Callable[[Tracer, Callable[..., Any], SpanMaker], Callable[..., Any]]
+#: (class, method name, wrapper, span maker) for every patched method.
+_TARGETS: tuple[tuple[type, str, Wrap, SpanMaker], ...] = (
+    (redis.asyncio.Redis, "execute_command", _async_traced, _command_span),
+    (redis.asyncio.client.Pipeline, "immediate_execute_command", _async_traced, _command_span),
+    (redis.asyncio.client.Pipeline, "execute", _async_traced, _pipeline_span),
+    (redis.Redis, "execute_command", _sync_traced, _command_span),
+    (redis.client.Pipeline, "immediate_execute_command", _sync_traced, _command_span),
+    (redis.client.Pipeline, "execute", _sync_traced, _pipeline_span),
 )
 _originals: dict[tuple[type, str], Callable[..., Any]] = {}
 
@@ -195,10 +168,10 @@ def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
     if _originals:
         return
     tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider)
-    for cls, name, factory in _TARGETS:
+    for cls, name, wrap, make_span in _TARGETS:
         original = cls.__dict__[name]
         _originals[(cls, name)] = original
-        setattr(cls, name, factory(tracer, original))
+        setattr(cls, name, wrap(tracer, original, make_span))
 
 
 def uninstrument() -> None:
@@ -212,17 +185,3 @@ def is_instrumented() -> bool:
     """True between :func:`instrument` and :func:`uninstrument`."""
     return bool(_originals)
 
-
-class RedisSpanInstrumentor:
-    """The instrumentor interface :mod:`otel._setup` drives (as for the contrib instrumentors)."""
-
-    @property
-    def is_instrumented_by_opentelemetry(self) -> bool:
-        return is_instrumented()
-
-    def instrument(self, *, tracer_provider: trace.TracerProvider | None = None,
-                   **_: object) -> None:
-        instrument(tracer_provider)
-
-    def uninstrument(self) -> None:
-        uninstrument()

@@ -1,5 +1,7 @@
 """The SDK internals the library reads, in one place (pinned SDK 1.45.1, see requirements.lock).
 
+* :func:`events_and_links`: a finished span's events and links, without the copy that
+  ``ReadableSpan.events``/``.links`` make when there are none (most spans).
 * :func:`frozen_attributes`: a finished span's attribute map without the Mapping protocol.
   ``ReadableSpan.attributes`` wraps the map in a ``MappingProxyType`` and ``BoundedAttributes``
   copies itself under a lock on iteration; both cost a call per key on every span. ``Span.end``
@@ -9,12 +11,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Link
 
-__all__ = ["frozen_attributes"]
+__all__ = ["events_and_links", "frozen_attributes"]
 
 
 def frozen_attributes(span: ReadableSpan) -> Mapping[str, object]:
@@ -23,3 +26,8 @@ def frozen_attributes(span: ReadableSpan) -> Mapping[str, object]:
     if type(attributes) is BoundedAttributes and attributes._immutable:
         return attributes._dict
     return span.attributes or {}
+
+
+def events_and_links(span: ReadableSpan) -> tuple[Sequence[Event], Sequence[Link]]:
+    """``span.events`` and ``span.links``, skipping their copies when they are empty."""
+    return (span.events if span._events else (), span.links if span._links else ())

@@ -111,10 +111,12 @@ _LOG = logging.getLogger("otel")
 _INSTRUMENTORS: Mapping[str, tuple[str, str]] = {
     "aiokafka": ("otel._aiokafka", "AiokafkaInstrumentor"),
     "asyncpg": ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
-    "fastapi": ("otel._fastapi", "ServerSpanInstrumentor"),
+    "fastapi": ("otel._fastapi", ""),
     "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
-    "redis": ("otel._redis", "RedisSpanInstrumentor"),
+    "redis": ("otel._redis", ""),
 }
+# An empty class name: the library's own module, with instrument(tracer_provider),
+# uninstrument() and is_instrumented() functions.
 #: The contrib instrumentations that the library's leaner ones above replace (same spans).
 _REPLACED: Mapping[str, tuple[str, str]] = {
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
@@ -198,7 +200,24 @@ def _instrument(
 
 def _instrumentor(name: str) -> Any:
     module, cls = _INSTRUMENTORS[name]
-    return getattr(import_module(module), cls)()
+    return getattr(import_module(module), cls)() if cls else _Lean(import_module(module))
+
+
+class _Lean:
+    """One of the library's instrumentation modules behind the contrib instrumentors' interface."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool:
+        return bool(self._module.is_instrumented())
+
+    def instrument(self, *, tracer_provider: TracerProvider | None = None, **_: object) -> None:
+        self._module.instrument(tracer_provider)
+
+    def uninstrument(self) -> None:
+        self._module.uninstrument()
 
 
 Signal = Literal["traces", "metrics", "logs"]
