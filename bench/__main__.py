@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(js.read_text())
         if earlier["smoke"] != args.smoke:
             parser.error(f"{js} is from a {'smoke' if earlier['smoke'] else 'full'} run")
-        meta = {**earlier, "updated": f"{', '.join(names)} re-run {started} UTC"}
+        rerun = f"{', '.join(names)} re-run {started} UTC"
+        meta = {**earlier, "updated": "; ".join(filter(None, [earlier.get("updated"), rerun]))}
         kept = [Section.from_json(s) for s in earlier["sections"]]
     t0 = time.monotonic()
     failed = False

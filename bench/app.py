@@ -32,6 +32,7 @@ Run: ``python -m bench.app --port 18080``.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 import uuid
@@ -160,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=18080)
     args = parser.parse_args()
+    gc.freeze()  # as services.common.http.serve does, in every variant (docs/setup.md)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
