@@ -7,10 +7,12 @@ polls a condition until it holds or its deadline passes, then fails with the las
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -21,6 +23,7 @@ COLLECTOR_METRICS = "http://127.0.0.1:8889/metrics"
 OTLP_GRPC = "http://127.0.0.1:4317"
 KAFKA = "127.0.0.1:9092"
 SLM = "http://127.0.0.1:8100"
+ALERT_SINK = "http://127.0.0.1:9095/alerts"
 
 T = TypeVar("T")
 
@@ -106,3 +109,22 @@ def logs_query(logsql: str, limit: int = 1000) -> list[dict[str, Any]]:
         + urllib.parse.urlencode({"query": logsql, "limit": str(limit)})
     )
     return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def alert_started(alert: dict[str, Any]) -> datetime:
+    """An Alertmanager alert's ``startsAt`` (RFC 3339, nanoseconds cut to what Python parses)."""
+    stamp = re.sub(r"(\.\d{6})\d*", r"\1", alert["startsAt"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(stamp)
+
+
+def sink_firing(alertname: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The ``alertname`` alerts the webhook sink received firing (started at or after
+    ``since``)."""
+    return [
+        alert
+        for payload in get_json(ALERT_SINK)
+        for alert in payload["alerts"]
+        if alert["labels"]["alertname"] == alertname
+        and alert["status"] == "firing"
+        and (since is None or alert_started(alert) >= since)
+    ]

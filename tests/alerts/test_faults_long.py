@@ -30,7 +30,6 @@ from tests.services import kit
 
 pytestmark = [pytest.mark.usefixtures("stack"), pytest.mark.long]
 
-SINK = "http://127.0.0.1:9095/alerts"
 AM_ALERTS = f"{live.ALERTMANAGER}/api/v2/alerts"
 # An alert still active from an earlier run (or another test) must resolve before a test can
 # see a new one; rate windows are 5m, so this allows one window plus resolution.
@@ -40,25 +39,6 @@ REPLY_TIMEOUT_SECONDS = 90
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _parse(timestamp: str) -> datetime:
-    """An RFC 3339 time as Alertmanager writes it (nanoseconds cut to microseconds)."""
-    head, _, frac = timestamp.rstrip("Z").partition(".")
-    micro = (frac + "000000")[:6] if frac else "000000"
-    return datetime.fromisoformat(f"{head}.{micro}+00:00")
-
-
-def _notified(alertname: str, since: datetime) -> list[dict[str, Any]]:
-    """Firing ``alertname`` alerts the sink received that started at or after ``since``."""
-    return [
-        alert
-        for payload in live.get_json(SINK)
-        for alert in payload["alerts"]
-        if alert["labels"]["alertname"] == alertname
-        and alert["status"] == "firing"
-        and _parse(alert["startsAt"]) >= since
-    ]
 
 
 def _wait_quiet(alertname: str) -> None:
@@ -111,7 +91,7 @@ def _drive_until_alert(
         keep_fault_on()
         conversation.exchange(text)
         sent += 1
-        found = _notified(alertname, since)
+        found = live.sink_firing(alertname, since)
         if found:
             return found[0], time.monotonic() - started
         elapsed = time.monotonic() - started
@@ -213,7 +193,7 @@ def test_consumer_lag_fires_and_is_inhibited_while_kafka_is_down() -> None:
     _post_messages(1200, api_key, kit.create_session(api_key))
     # for: 5m after the lag (collected by the collector's kafkametrics receiver) passes 1000.
     live.wait_until(
-        lambda: _notified("HighKafkaConsumerLag", since),
+        lambda: live.sink_firing("HighKafkaConsumerLag", since),
         lambda alerts: any(a["labels"].get("group") == "conversation-worker" for a in alerts),
         timeout=720,
         what="HighKafkaConsumerLag for group conversation-worker at the webhook",
@@ -224,7 +204,7 @@ def test_consumer_lag_fires_and_is_inhibited_while_kafka_is_down() -> None:
     stopped, stopped_at = time.monotonic(), _now()
 
     def kafka_down(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [a for a in _named(alerts, "KafkaDown") if _parse(a["startsAt"]) >= stopped_at]
+        return [a for a in _named(alerts, "KafkaDown") if live.alert_started(a) >= stopped_at]
 
     assert control("stop", ["kafka"]) == 0
     try:

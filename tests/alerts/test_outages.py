@@ -8,7 +8,6 @@ backend away from the services. Time-to-alert is printed; docs/alerting.md recor
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from stack.stackctl import control
 from tests import live
 
 pytestmark = [pytest.mark.usefixtures("stack"), pytest.mark.outage]
-SINK = "http://127.0.0.1:9095/alerts"
 # for: 1m + one evaluation (15s) + one scrape (15s) + Alertmanager group_wait (30s), with slack.
 ALERT_DEADLINE_SECONDS = 300
 
@@ -29,26 +27,9 @@ ALERT_DEADLINE_SECONDS = 300
 @pytest.fixture
 def sink() -> Iterator[None]:
     """An empty alert sink, so that only this test's notifications are in it."""
-    urllib.request.urlopen(urllib.request.Request(SINK, method="DELETE"), timeout=10).close()
+    clear = urllib.request.Request(live.ALERT_SINK, method="DELETE")
+    urllib.request.urlopen(clear, timeout=10).close()
     yield
-
-
-def _started(alert: dict[str, Any]) -> datetime:
-    """The alert's startsAt (RFC 3339, nanoseconds cut to what Python parses)."""
-    stamp = re.sub(r"(\.\d{6})\d*", r"\1", alert["startsAt"]).replace("Z", "+00:00")
-    return datetime.fromisoformat(stamp)
-
-
-def _firing(alertname: str, since: datetime | None = None) -> list[dict[str, Any]]:
-    """The alerts named ``alertname`` the sink received firing (that started after ``since``)."""
-    return [
-        alert
-        for payload in live.get_json(SINK)
-        for alert in payload["alerts"]
-        if alert["labels"]["alertname"] == alertname
-        and alert["status"] == "firing"
-        and (since is None or _started(alert) >= since)
-    ]
 
 
 def _outage(component: str, alertname: str) -> tuple[dict[str, Any], float]:
@@ -57,7 +38,7 @@ def _outage(component: str, alertname: str) -> tuple[dict[str, Any], float]:
     assert control("stop", [component]) == 0
     try:
         alerts = live.wait_until(
-            lambda: _firing(alertname),
+            lambda: live.sink_firing(alertname),
             bool,
             timeout=ALERT_DEADLINE_SECONDS,
             what=f"{alertname} at the webhook after stopping {component}",
@@ -88,5 +69,5 @@ def test_stopping_kafka_fires_kafka_down_and_inhibits_lag_alerts() -> None:
     alert, _ = _outage("kafka", "KafkaDown")
     assert alert["labels"]["severity"] == "critical"
     assert alert["labels"]["service"] == "kafka"
-    assert _firing("HighKafkaConsumerLag", since=stopped) == []
-    assert _firing("DeadLetterQueueEvents", since=stopped) == []
+    assert live.sink_firing("HighKafkaConsumerLag", since=stopped) == []
+    assert live.sink_firing("DeadLetterQueueEvents", since=stopped) == []
