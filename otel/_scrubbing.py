@@ -168,6 +168,10 @@ def scrub_value(
     return value
 
 
+#: Attribute value types that carry no text to scrub (only their key can match a rule).
+_PLAIN_TYPES = frozenset({int, float, bool, bytes})
+
+
 @functools.lru_cache(maxsize=4096)
 def _scrubbed_string(text: str) -> tuple[str, tuple[str, ...]]:
     """:func:`scrub_text` of ``text`` and the rule of each redaction, cached: span attribute
@@ -203,9 +207,6 @@ def _scrubbed_attributes(
             changed = changed or sum(redactions.counts.values()) != before
         scrubbed[key] = new
     return scrubbed if changed else None
-
-
-_PLAIN_TYPES = frozenset({int, float, bool, bytes})
 
 
 def _replacement(original: object, scrubbed: Mapping[str, object]) -> BoundedAttributes:
