@@ -38,6 +38,7 @@ from opentelemetry.propagators.textmap import Setter
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from otel._sdk import start_span
 from otel._spans import error_type_of
 
 __all__ = ["AiokafkaInstrumentor", "replace_send", "restore_send"]
@@ -83,7 +84,7 @@ def _traced_send(tracer: trace.Tracer, send: Callable[..., Any]) -> Callable[...
                 key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
         if partition is not None:
             attributes["messaging.destination.partition.id"] = str(partition)
-        span = tracer.start_span(f"{topic} send", kind=SpanKind.PRODUCER, attributes=attributes)
+        span = start_span(tracer, f"{topic} send", None, SpanKind.PRODUCER, attributes)
         headers = [] if headers is None else headers
         propagate.inject(headers, context=trace.set_span_in_context(span), setter=_SETTER)
         try:

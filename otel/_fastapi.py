@@ -71,6 +71,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
+from otel._sdk import start_span
 from otel._spans import error_type_of
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -169,9 +170,8 @@ class _ServerSpans:
         method = scope["method"]
         headers = scope["headers"]
         parent = propagate.extract(headers, getter=_GETTER)
-        span = self.tracer.start_span(
-            method, parent, kind=SpanKind.SERVER, attributes=_request_attributes(scope, method)
-        )
+        span = start_span(
+            self.tracer, method, parent, SpanKind.SERVER, _request_attributes(scope, method))
         token = context.attach(trace.set_span_in_context(span, parent))
         status_code = 0
 

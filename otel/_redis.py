@@ -42,6 +42,7 @@ from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from otel._sdk import start_span
 from otel._spans import error_type_of
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -92,7 +93,7 @@ def _command_span(tracer: Tracer, client: Any, args: tuple[Any, ...]) -> Span:
     attributes = {**_connection_attributes(client),
                   "db.statement": _statement(name, len(args)),
                   "db.redis.args_length": len(args)}
-    return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    return start_span(tracer, name, None, SpanKind.CLIENT, attributes)
 
 
 def _pipeline_span(tracer: Tracer, pipeline: Any, _args: tuple[Any, ...]) -> Span:
@@ -104,8 +105,7 @@ def _pipeline_span(tracer: Tracer, pipeline: Any, _args: tuple[Any, ...]) -> Spa
         statement = statement[: _MAX_STATEMENT - 3] + "..."
     attributes = {**_connection_attributes(pipeline), "db.statement": statement,
                   "db.redis.pipeline_length": len(stack)}
-    return tracer.start_span(" ".join(names) or "redis", kind=SpanKind.CLIENT,
-                             attributes=attributes)
+    return start_span(tracer, " ".join(names) or "redis", None, SpanKind.CLIENT, attributes)
 
 
 def _end(span: Span, error: BaseException | None) -> None:
