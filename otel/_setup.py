@@ -28,9 +28,12 @@ FastAPI, Redis, Kafka producer and span export, lean
     :mod:`otel._aiokafka` (the contrib's consumer spans stay): the same spans, at a fraction of
     the contrib's CPU (the contrib ASGI middleware cost more than the request itself). Spans go
     out over OTLP/gRPC through :class:`otel._otlp.SpanExporter`, the SDK exporter with a
-    direct protobuf encoder (the reference encoder took about 60 us per span); in instrumented
-    mode it replaces the distro's gRPC span exporter, built from the same ``OTEL_*``
-    variables. Figures before and after: ``docs/benchmarks.md``.
+    direct protobuf encoder (the reference encoder took about 60 us per span), behind
+    :class:`otel._otlp.EncodingBatchSpanProcessor`, which encodes each span as it ends; in
+    instrumented mode they replace the distro's gRPC span exporter and its batch processor,
+    built from the same ``OTEL_*`` variables. Spans of the library's own instrumentation are
+    made by :func:`otel._sdk.start_span` (the SDK's span class, without its generic
+    constructor's copies). Figures before and after: ``docs/benchmarks.md``.
 
 Resource
     ``service.name`` (= Prometheus ``job``), ``service.version``, ``service.instance.id`` (a uuid4
@@ -444,9 +447,12 @@ def _install(
     tracer_provider = TracerProvider(sampler=DEFAULT_ON, resource=resource, shutdown_on_exit=False)
     tracer_provider.add_span_processor(ScrubbingSpanProcessor())
     if settings.traces_exporter != "none":
+        exporter = _exporter("traces", settings.traces_exporter, settings)
+        batch = (otlp.EncodingBatchSpanProcessor if isinstance(exporter, otlp.SpanExporter)
+                 else BatchSpanProcessor)
         tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                _exporter("traces", settings.traces_exporter, settings),
+            batch(
+                exporter,
                 schedule_delay_millis=settings.span_schedule_delay_millis,
                 export_timeout_millis=settings.export_timeout_millis,
             )

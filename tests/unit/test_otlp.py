@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -289,7 +290,7 @@ def test_span_exporter_fails_once_when_the_server_rejects_the_request(
 def test_adopt_swaps_the_reference_grpc_exporter_once_and_nothing_else(
     collector: _TraceService,
 ) -> None:
-    """adopt() replaces the SDK's gRPC exporter in a batch processor, once; others stay."""
+    """adopt() replaces the SDK's gRPC exporter and its batch processor, once; others stay."""
     in_memory = InMemorySpanExporter()
     grpc_processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=collector.endpoint,
                                                          insecure=True))
@@ -300,7 +301,9 @@ def test_adopt_swaps_the_reference_grpc_exporter_once_and_nothing_else(
     try:
         assert otel._otlp.adopt(provider) == 1
         assert type(grpc_processor.span_exporter) is otel._otlp.SpanExporter
+        assert type(grpc_processor) is otel._otlp.EncodingBatchSpanProcessor
         assert memory_processor.span_exporter is in_memory
+        assert type(memory_processor) is BatchSpanProcessor
         assert otel._otlp.adopt(provider) == 0
     finally:
         provider.shutdown()
@@ -327,3 +330,70 @@ def test_adopted_exporter_sends_to_the_endpoint_of_the_exporter_it_replaced(
     finally:
         provider.shutdown()
     assert collector.requests == [reference(in_memory.get_finished_spans())]
+
+
+def _encoding_provider(collector: _TraceService, sampler: Sampler = ALWAYS_ON,
+                       ) -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A provider whose spans go through the encoding processor and, as ended, into memory."""
+    in_memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler, resource=Resource({"service.name": "enc"}))
+    provider.add_span_processor(otel._otlp.EncodingBatchSpanProcessor(
+        otel._otlp.SpanExporter(endpoint=collector.endpoint, insecure=True)))
+    provider.add_span_processor(SimpleSpanProcessor(in_memory))
+    return provider, in_memory
+
+
+def test_encoding_processor_delivers_the_reference_request(collector: _TraceService) -> None:
+    """Spans encoded as they end reach the server as the reference encoder's one request."""
+    provider, in_memory = _encoding_provider(collector)
+    try:
+        plain, versioned = provider.get_tracer("enc.a"), provider.get_tracer("enc.b", "1.0")
+        root = plain.start_span("root", kind=SpanKind.SERVER, attributes=_EVERY_TYPE)
+        child = versioned.start_span("child", context=trace.set_span_in_context(root),
+                                     links=[Link(root.get_span_context(), {"n": 1})])
+        child.add_event("retry", {"attempt": 2})
+        child.set_status(Status(StatusCode.ERROR, "boom"))
+        child.end()
+        root.end()
+        plain.start_span("last", kind=SpanKind.CLIENT).end()
+        assert provider.force_flush()
+    finally:
+        provider.shutdown()
+    assert collector.requests == [reference(in_memory.get_finished_spans())]
+
+
+def test_encoding_processor_queues_no_unsampled_span(collector: _TraceService) -> None:
+    """A span the sampler did not sample is never encoded or sent."""
+    provider, in_memory = _encoding_provider(collector, ALWAYS_OFF)
+    try:
+        provider.get_tracer("enc").start_span("dropped").end()
+        assert provider.force_flush()
+    finally:
+        provider.shutdown()
+    assert (collector.calls, in_memory.get_finished_spans()) == (0, ())
+
+
+def test_a_span_the_processor_cannot_encode_never_raises_into_end(
+    collector: _TraceService, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """on_end queues an unencodable span as it is; the next batches still go out."""
+    provider, _ = _encoding_provider(collector)
+    processor = provider._active_span_processor._span_processors[0]
+    context = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
+    broken = ReadableSpan("broken", context, start_time=1, end_time=2**64)  # not a fixed64
+    try:
+        processor.on_end(broken)
+        assert processor.force_flush()  # the batch was handled: its export failed and logged
+        provider.get_tracer("enc").start_span("after").end()
+        assert provider.force_flush()
+    finally:
+        provider.shutdown()
+    assert "Exception while exporting Span" in caplog.text
+    assert [s.name for r in collector.requests for rs in r.resource_spans
+            for ss in rs.scope_spans for s in ss.spans] == ["after"]
+
+
+def test_encoding_processor_needs_the_librarys_exporter() -> None:
+    """Any other exporter is refused at construction, with the type in the message."""
+    with pytest.raises(TypeError, match="InMemorySpanExporter"):
+        otel._otlp.EncodingBatchSpanProcessor(InMemorySpanExporter())  # type: ignore[arg-type]
