@@ -48,3 +48,16 @@ def test_smoke_run_writes_well_formed_results(stack: None, tmp_path: Path) -> No
     for heading in ("## Machine", "## How to reproduce", "## Summary"):
         assert heading in page
     assert "python -m bench --smoke" in page
+
+
+@pytest.mark.parametrize("n,expected", [(9, (2, 8)), (5, (1, 5)), (20, (6, 15)), (1, (1, 1))])
+def test_median_interval_is_the_narrowest_order_statistic_pair_with_95_percent_coverage(
+    n: int, expected: tuple[int, int],
+) -> None:
+    """The interval is the binomial order-statistic pair, e.g. the 2nd and 8th of 9 rounds."""
+    from bench.overhead import median_interval
+
+    low, high = median_interval([float(i) for i in range(n, 0, -1)])
+    assert (low, high) == tuple(float(k) for k in expected)
+    coverage = 1 - 2 * sum(math.comb(n, i) for i in range(expected[0])) / 2**n
+    assert coverage >= 0.95 or expected == (1, n)
