@@ -178,6 +178,10 @@ def up(names: list[str], *, skip_install: bool = False) -> int:
     wanted = [c for c in comps if not names or c.name in names]
     for stage in sorted({c.stage for c in wanted}):
         batch = [c for c in wanted if c.stage == stage]
+        for c in batch:
+            if c.reset and _state(paths, c.name) != "RUNNING":
+                for file in c.reset:
+                    (paths.data / c.name / file).unlink(missing_ok=True)
         _supervisorctl(paths, "start", *[c.name for c in batch], check=False)
         failures = _wait_ready(paths, batch)
         if failures:
