@@ -46,7 +46,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel._instruments import library_instruments
-from otel._sdk import frozen_attributes
+from otel._sdk import events_and_links, frozen_attributes
 
 __all__ = [
     "KEY_RULES",
@@ -182,13 +182,30 @@ def _scrubbed_string(text: str) -> tuple[str, tuple[str, ...]]:
     return scrubbed, rules
 
 
+#: ``(key, value)`` attribute pairs of plain values that need no redaction (most pairs repeat
+#: from span to span: methods, routes, addresses); emptied when full. A plain value's verdict
+#: depends on its key and, for a string, on its text, so equal pairs (``1 == True``) share it.
+_CLEAN: set[tuple[str, object]] = set()
+_CLEAN_MAX = 8192
+_HASHABLE_PLAIN = _PLAIN_TYPES | {str}
+
+
+def _all_clean(attributes: Mapping[str, object]) -> bool:
+    """True when every item is a pair already found clean."""
+    for item in attributes.items():
+        if type(item[1]) not in _HASHABLE_PLAIN or item not in _CLEAN:
+            return False
+    return True
+
+
 def _scrubbed_attributes(
     attributes: Mapping[str, object] | None, redactions: Redactions
 ) -> dict[str, object] | None:
     """The scrubbed copy of ``attributes`` if anything was redacted, else ``None``.
 
-    Same result as :func:`scrub_value` on each item; strings take the cached path."""
-    if not attributes:
+    Same result as :func:`scrub_value` on each item; strings take the cached path, and a map
+    of pairs already found clean is not looked at again."""
+    if not attributes or _all_clean(attributes):
         return None
     scrubbed: dict[str, object] = {}
     changed = False
@@ -199,12 +216,18 @@ def _scrubbed_attributes(
             for rule in rules:
                 redactions.add(rule)
             changed = changed or bool(rules)
+            clean = not rules
         elif type(value) in _PLAIN_TYPES and key_rule(key) is None:
-            new = value
+            new, clean = value, True
         else:
             before = sum(redactions.counts.values())
             new = scrub_value(value, redactions, key)
             changed = changed or sum(redactions.counts.values()) != before
+            clean = False
+        if clean:
+            if len(_CLEAN) >= _CLEAN_MAX:
+                _CLEAN.clear()
+            _CLEAN.add((key, value))
         scrubbed[key] = new
     return scrubbed if changed else None
 
@@ -230,7 +253,7 @@ class ScrubbingSpanProcessor(SpanProcessor):
         scrubbed = _scrubbed_attributes(frozen_attributes(span), redactions)
         if scrubbed is not None:
             span._attributes = _replacement(span._attributes, scrubbed)
-        for event in span.events:
+        for event in events_and_links(span)[0]:
             event_scrubbed = _scrubbed_attributes(event.attributes, redactions)
             if event_scrubbed is not None:
                 event._attributes = _replacement(event.attributes, event_scrubbed)

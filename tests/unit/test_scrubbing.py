@@ -167,3 +167,24 @@ def test_span_without_secrets_keeps_its_attribute_limits(
     assert _scrub_counts(meter_reader) == {}
     provider.shutdown()
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_repeated_clean_pairs_do_not_hide_a_later_secret(
+    meter_reader: InMemoryMetricReader,
+) -> None:
+    """Spans whose pairs were all found clean before stay as they are; a new secret beside
+    those same pairs, or an equal value under a secret key, is still redacted and counted."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(ScrubbingSpanProcessor())
+    tracer = provider.get_tracer("t")
+    clean = {"url.path": "/v1/ping", "http.response.status_code": 200, "flag": True}
+    for attributes in (clean, clean, {**clean, "url.query": "token=abc"}, clean,
+                       {"password": True, "flag": 1}):
+        tracer.start_span("s", attributes=attributes).end()
+    exported = [dict(span.attributes or {}) for span in exporter.get_finished_spans()]
+    assert exported == [clean, clean, {**clean, "url.query": f"token={REDACTED}"}, clean,
+                        {"password": REDACTED, "flag": 1}]
+    assert _scrub_counts(meter_reader) == {("traces", "token"): 1, ("traces", "password"): 1}
+    provider.shutdown()
