@@ -147,31 +147,27 @@ def _request_attributes(scope: Scope, method: str) -> dict[str, Any]:
     return attributes
 
 
-class _ServerSpans:
-    """Wraps ``FastAPI.__call__``: a SERVER span around each HTTP request."""
+def _server_spans(call: ASGICall, tracer: Tracer, excluded: ExcludeList | None) -> ASGICall:
+    """``call`` (``FastAPI.__call__``) with a SERVER span around each HTTP request; a plain
+    function, so that it binds as a method with no extra coroutine per request."""
 
-    def __init__(self, call: ASGICall, tracer: Tracer, excluded: ExcludeList | None) -> None:
-        self.call = call
-        self.tracer = tracer
-        self.excluded = excluded
-
-    async def __call__(self, app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
         if app.__dict__.get("_is_instrumented_by_opentelemetry"):
             _remove_contrib(app)
         if scope["type"] != "http" or _FASTAPI_TELEMETRY_KEY in scope:
             if scope["type"] == "websocket":
                 scope.setdefault(_FASTAPI_TELEMETRY_KEY, None)
-            await self.call(app, scope, receive, send)
+            await call(app, scope, receive, send)
             return
         scope[_FASTAPI_TELEMETRY_KEY] = None
-        if self.excluded is not None and self.excluded.url_disabled(_url(scope)):
-            await self.call(app, scope, receive, send)
+        if excluded is not None and excluded.url_disabled(_url(scope)):
+            await call(app, scope, receive, send)
             return
         method = scope["method"]
         headers = scope["headers"]
         parent = propagate.extract(headers, getter=_GETTER)
         span = start_span(
-            self.tracer, method, parent, SpanKind.SERVER, _request_attributes(scope, method))
+            tracer, method, parent, SpanKind.SERVER, _request_attributes(scope, method))
         token = context.attach(trace.set_span_in_context(span, parent))
         status_code = 0
 
@@ -183,13 +179,15 @@ class _ServerSpans:
 
         error: BaseException | None = None
         try:
-            await self.call(app, scope, receive, send_status)
+            await call(app, scope, receive, send_status)
         except BaseException as exc:
             error = exc
             raise
         finally:
             _finish(span, scope, method, status_code, error)
             context.detach(token)
+
+    return __call__
 
 
 def _remove_contrib(app: FastAPI) -> None:
@@ -253,12 +251,8 @@ def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
     tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider)
     excluded = _excluded_urls()
     _original_call = FastAPI.__call__
-    wrapper = _ServerSpans(_original_call, tracer, excluded)
-
-    async def __call__(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
-        await wrapper(self, scope, receive, send)
-
-    FastAPI.__call__ = __call__  # type: ignore[method-assign]
+    FastAPI.__call__ = _server_spans(  # type: ignore[method-assign,assignment]
+        _original_call, tracer, excluded)
 
 
 def uninstrument() -> None:
