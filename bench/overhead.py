@@ -31,6 +31,7 @@ import math
 import re
 import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,6 +191,21 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return ordered[best - 1], ordered[n - best]
 
 
+def settle(pids: list[int], idle_cores: float = 0.02, window: float = 0.3,
+           limit: float = 15.0) -> float:
+    """Wait until the processes together use at most ``idle_cores`` over ``window`` seconds
+    (at most ``limit`` seconds); the seconds waited. A variant keeps exporting its backlog
+    after its load stops, and that work must not land in the next variant's window."""
+    stats = [ProcStat(pid) for pid in pids]
+    start = time.monotonic()
+    while True:
+        before = sum(stat.cpu_seconds() for stat in stats)
+        time.sleep(window)
+        used = sum(stat.cpu_seconds() for stat in stats) - before
+        if used <= idle_cores * window or time.monotonic() - start >= limit:
+            return time.monotonic() - start
+
+
 def _median(runs: list[WrkResult]) -> WrkResult:
     """Each figure's median over the rounds."""
     return WrkResult(*(statistics.median(getattr(r, f.name) for r in runs)
@@ -217,6 +233,7 @@ def run(ctx: Context) -> Section:
                     order = variants if round_no % 2 else variants[::-1]
                     for route in ROUTES:
                         for variant in order:
+                            settle([proc.pid for proc in procs.values()])
                             res = wrk(route, seconds, ctx.workdir, procs[variant].pid,
                                       port=ports[variant])
                             if res.errors:
@@ -284,7 +301,10 @@ def run(ctx: Context) -> Section:
             f"Rounds: {rounds}. Every variant runs at once, each in its own process on its "
             f"own port (18080 and up) and idle while the others are loaded; each round loads "
             f"them one after the other for {seconds:g} s per route (the order reversed every "
-            "other round), so a variant and the baseline are measured seconds apart. The "
+            "other round), so a variant and the baseline are measured seconds apart. Before "
+            "each window the bench waits until every variant's process is idle (under 2% of "
+            "a core for 0.3 s), so that no variant's leftover export work (otel-defaults "
+            "drains its span queue for seconds) falls into the next one's window. The "
             "ratio is the median of the per-round ratios; the summary row shows the round "
             "that has it, and a distribution-free 95% interval for the median (order "
             "statistics of the rounds; binomial coverage). The per-round ratios show how much "
