@@ -224,12 +224,34 @@ def _total(expr: str) -> float:
 SPANMETRICS = 'conversation_requests_total{job="conversation-worker"}'
 INTENTS = 'intent_classification_total{job="conversation-worker"}'
 POISON = 'conversation_errors_total{job="conversation-worker",error_type="poison_message"}'
+#: Longer than a count takes to reach Prometheus: SDK export (5 s) or spanmetrics flush (5 s),
+#: then the collector scrape (5 s).
+SETTLE_S = 20
+
+
+def _settled_totals() -> dict[str, float]:
+    """The three totals once two reads ``SETTLE_S`` apart agree: no conversation left in flight
+    by an earlier test (a conversation whose intent was counted before the baseline and whose
+    span ends after it would break the delta equality below)."""
+    exprs = (SPANMETRICS, INTENTS, POISON)
+    previous: dict[str, float] = {}
+
+    def probe() -> dict[str, float] | None:
+        nonlocal previous
+        current = {expr: _total(expr) for expr in exprs}
+        settled, previous = current == previous, current
+        return current if settled else None
+
+    settled = live.wait_until(probe, lambda totals: totals is not None, 300,
+                              "the conversation counters to stop moving", interval=SETTLE_S)
+    assert settled is not None
+    return settled
 
 
 async def _run_sampling_workload(n_ok: int, n_error: int) -> dict[str, Any]:
     """Drive the workload and assert every sampling property; return the measured figures."""
     wait_for_no_faults()
-    before = {expr: _total(expr) for expr in (SPANMETRICS, INTENTS, POISON)}
+    before = _settled_totals()
     step = n_ok // n_error
     texts = [ERROR_TEXT if i % (step + 1) == step else OK_TEXT for i in range(n_ok + n_error)]
     assert texts.count(ERROR_TEXT) == n_error
