@@ -290,6 +290,18 @@ def run(ctx: Context) -> Section:
                              f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_req_us:.0f} | "
                              f"{r.rss_mib:.0f} |")
         sec.tables.append("\n".join(lines))
+        if all((v, "message") in results for v in PARTS):
+            cpu = {v: results[(v, "message")].cpu_per_req_us for v in VARIANTS}
+            sec.notes.append(
+                "Message route, app CPU per request in this run (medians): uninstrumented "
+                f"{cpu['none']:.0f} us; the SERVER span and the trace context in the body and "
+                f"headers add {cpu['project-no-client-spans'] - cpu['none']:.0f} us "
+                "(project-no-client-spans - none); the Redis and Kafka client spans add "
+                f"{cpu['project'] - cpu['project-no-client-spans']:.0f} us "
+                "(project - project-no-client-spans); encoding and sending the route's spans "
+                f"is {cpu['project'] - cpu['project-no-span-export']:.0f} us of the total "
+                "(project - project-no-span-export). The 0.9x target leaves "
+                f"{cpu['none'] / 0.9 - cpu['none']:.0f} us for all of it.")
         sec.notes += [
             "Where the project variant's time goes: project-no-client-spans is the same setup "
             "with the Redis and aiokafka instrumentations disabled "
