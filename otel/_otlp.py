@@ -16,11 +16,14 @@ What is the same
     protobuf classes and checks that they equal the reference encoder's message for spans with
     every attribute type, events, links, status, remote parents and several resources and
     scopes, and that invalid attribute values are skipped as the reference skips them (one
-    difference: see :func:`encode_spans` on grouping).
+    difference: see :func:`encode_spans` on grouping). :class:`EncodingBatchSpanProcessor` is
+    the SDK's ``BatchSpanProcessor`` that encodes each span as it ends (an
+    :class:`EncodedSpan`), so the queue holds bytes rather than span objects.
 
 Usage
-    :func:`otel.configure` uses it for traces whenever the protocol is ``grpc``, in both modes
-    (instrumented mode converts the distro's gRPC span exporter in place, see :func:`adopt`).
+    :func:`otel.configure` uses both for traces whenever the protocol is ``grpc``, in both
+    modes (instrumented mode converts the distro's gRPC span exporter and its batch processor
+    in place, see :func:`adopt`).
 """
 
 from __future__ import annotations
