@@ -56,9 +56,10 @@ class LeanSpan(Span):
         """``Span.set_attributes``, storing plain values of new keys directly."""
         bounded = self._attributes
         with self._lock:
-            if (self._end_time is None and isinstance(bounded, BoundedAttributes)
-                    and _store_plain(bounded, attributes)):
-                return
+            if self._end_time is None and isinstance(bounded, BoundedAttributes):
+                with bounded._lock:  # as BoundedAttributes._set_items holds it
+                    if _store_plain(bounded, attributes):
+                        return
         super().set_attributes(attributes)
 
 
