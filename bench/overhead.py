@@ -192,18 +192,17 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
 
 
 def settle(pids: list[int], idle_cores: float = 0.02, window: float = 0.3,
-           limit: float = 15.0) -> float:
+           limit: float = 15.0) -> None:
     """Wait until the processes together use at most ``idle_cores`` over ``window`` seconds
-    (at most ``limit`` seconds); the seconds waited. A variant keeps exporting its backlog
-    after its load stops, and that work must not land in the next variant's window."""
+    (at most ``limit`` seconds). A variant keeps exporting its backlog after its load stops,
+    and that work must not land in the next variant's window."""
     stats = [ProcStat(pid) for pid in pids]
-    start = time.monotonic()
-    while True:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
         before = sum(stat.cpu_seconds() for stat in stats)
         time.sleep(window)
-        used = sum(stat.cpu_seconds() for stat in stats) - before
-        if used <= idle_cores * window or time.monotonic() - start >= limit:
-            return time.monotonic() - start
+        if sum(stat.cpu_seconds() for stat in stats) - before <= idle_cores * window:
+            return
 
 
 def _median(runs: list[WrkResult]) -> WrkResult:
