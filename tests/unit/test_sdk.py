@@ -14,7 +14,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -90,6 +98,9 @@ def _status(status: Status) -> tuple[StatusCode, str | None]:
 def _parents() -> Iterator[tuple[str, Context | None]]:
     yield "root", None
     yield "remote sampled", trace.set_span_in_context(NonRecordingSpan(_REMOTE_SAMPLED))
+    yield "local sampled", trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        _REMOTE_SAMPLED.trace_id, 0x1234, is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=TraceState([("local", "y")]))))
 
 
 @pytest.mark.parametrize("label,context", list(_parents()), ids=[p[0] for p in _parents()])
@@ -108,7 +119,8 @@ def test_lean_span_has_the_sdk_spans_fields(label: str, context: Context | None)
     assert lean_context.span_id != sdk_context.span_id
 
 
-@pytest.mark.parametrize("sampler", [ALWAYS_OFF, DEFAULT_ON], ids=["always_off", "parentbased"])
+@pytest.mark.parametrize("sampler", [ALWAYS_OFF, DEFAULT_ON, ParentBased(ALWAYS_ON)],
+                         ids=["always_off", "default parentbased", "another parentbased"])
 def test_unsampled_spans_are_non_recording_as_in_the_sdk(sampler: Sampler) -> None:
     """A span the sampler drops is a NonRecordingSpan with the SDK's flags, and is not exported."""
     tracer, recorder = _pair(sampler)
@@ -212,3 +224,61 @@ def test_processors_see_the_lean_span_through_its_life() -> None:
     assert exported_lean.start_time is not None and exported_lean.end_time is not None
     assert exported_lean.start_time <= exported_lean.end_time
     assert type(exported_lean._attributes) is BoundedAttributes
+
+
+class _Tagging(Sampler):
+    """Samples everything, adds an attribute and replaces the trace state."""
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Any = None, trace_state: TraceState | None = None,
+                      ) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {**(attributes or {}), "rule": name},
+                              TraceState([("tagged", "1")]))
+
+    def get_description(self) -> str:
+        return "Tagging"
+
+
+@pytest.mark.parametrize("label,context", list(_parents()), ids=[p[0] for p in _parents()])
+def test_another_samplers_attributes_and_trace_state_are_used(
+        label: str, context: Context | None) -> None:
+    """A sampler other than the default one decides, adds attributes and sets the trace state."""
+    tracer, _ = _pair(_Tagging())
+    sdk, lean = _recorded(tracer, "GET", context, SpanKind.SERVER, {"a": 1})
+    assert dict(lean.attributes or {}) == dict(sdk.attributes or {}) == {"a": 1, "rule": "GET"}
+    assert lean.get_span_context().trace_state == sdk.get_span_context().trace_state
+
+
+def test_events_and_links_belong_to_their_own_span(caplog: pytest.LogCaptureFixture) -> None:
+    """An event or link added to one lean span shows on no other, nor after the span ended."""
+    tracer, recorder = _pair()
+    with_event, with_link, plain = (
+        start_span(tracer, name, None, SpanKind.INTERNAL, None) for name in ("e", "l", "p"))
+    with_event.add_event("retry", {"attempt": 1})
+    with_link.add_link(_REMOTE_SAMPLED, {"why": "batch"})
+    for span in (with_event, with_link, plain):
+        span.end()
+    with caplog.at_level(logging.WARNING):
+        plain.add_event("late")
+        plain.add_link(_REMOTE_UNSAMPLED)
+    later = start_span(tracer, "later", None, SpanKind.INTERNAL, None)
+    later.end()
+    spans = {span.name: span for span in recorder.memory.get_finished_spans()}
+    assert [(e.name, dict(e.attributes or {})) for e in spans["e"].events] == [
+        ("retry", {"attempt": 1})]
+    assert [(ln.context, dict(ln.attributes or {})) for ln in spans["l"].links] == [
+        (_REMOTE_SAMPLED, {"why": "batch"})]
+    assert (spans["e"].links, spans["l"].events) == ((), ())
+    assert (spans["p"].events, spans["p"].links, spans["later"].events) == ((), (), ())
+    assert "Tried calling _add_event on an ended span." in caplog.text
+
+
+def test_processors_added_later_see_the_next_spans_start() -> None:
+    """A span processor added after spans were made gets on_start for every later span."""
+    tracer, first = _pair()
+    early = start_span(tracer, "early", None, SpanKind.INTERNAL, None)
+    second = _Recorder()
+    tracer.span_processor.add_span_processor(second)  # type: ignore[attr-defined]
+    late = start_span(tracer, "late", None, SpanKind.INTERNAL, None)
+    assert (first.started, second.started) == ([early, late], [late])
