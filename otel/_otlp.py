@@ -57,12 +57,13 @@ _DOUBLE = struct.Struct("<d").pack
 _FIXED32 = struct.Struct("<I").pack
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags masks (trace.proto)
 #: Fields that take few values, encoded once: kind (field 6), flags (field 16, fixed32) and a
-#: status without description (field 15).
-_KINDS = {kind: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
+#: status without description (field 15). Kinds and statuses are indexed by the enum value
+#: (0..n-1; ``_value_``, since hashing an enum member is a Python-level call).
+_KINDS = tuple(b"\x30" + bytes([value + 1]) for value in range(len(SpanKind)))
+_BARE_STATUS = tuple(b"\x7a" + (b"\x02\x18" + bytes([value]) if value else b"\x00")
+                     for value in range(len(StatusCode)))
 _SPAN_FLAGS = {False: b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE),
                True: b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)}
-_BARE_STATUS = {code: b"\x7a" + (b"\x02\x18" + bytes([code.value]) if code.value else b"\x00")
-                for code in StatusCode}
 
 
 def _varint(n: int) -> bytes:
@@ -172,7 +173,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     if span.name:
         parts.append(_field(b"\x2a", span.name.encode()))
-    parts.append(_KINDS[span.kind])
+    parts.append(_KINDS[span.kind._value_])
     if span.start_time:
         parts.append(b"\x39" + _FIXED64(span.start_time))
     if span.end_time:
@@ -209,7 +210,7 @@ def _span(span: ReadableSpan) -> bytes:
             body += b"\x18" + _varint(status.status_code.value)
         parts.append(_field(b"\x7a", body))
     else:
-        parts.append(_BARE_STATUS[status.status_code])
+        parts.append(_BARE_STATUS[status.status_code._value_])
     parts.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
     return b"".join(parts)
 

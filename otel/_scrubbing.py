@@ -249,11 +249,15 @@ class ScrubbingSpanProcessor(SpanProcessor):
     """Redacts span and event attributes in ``_on_ending``, before any processor exports."""
 
     def _on_ending(self, span: Span) -> None:
+        attributes = frozen_attributes(span)
+        events = events_and_links(span)[0]
+        if not events and (not attributes or _all_clean(attributes)):
+            return
         redactions = Redactions()
-        scrubbed = _scrubbed_attributes(frozen_attributes(span), redactions)
+        scrubbed = _scrubbed_attributes(attributes, redactions)
         if scrubbed is not None:
             span._attributes = _replacement(span._attributes, scrubbed)
-        for event in events_and_links(span)[0]:
+        for event in events:
             event_scrubbed = _scrubbed_attributes(event.attributes, redactions)
             if event_scrubbed is not None:
                 event._attributes = _replacement(event.attributes, event_scrubbed)
