@@ -42,8 +42,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Span, SpanProcessor
 
 from otel._instruments import library_instruments
 from otel._sdk import events_and_links, frozen_attributes
@@ -246,7 +245,10 @@ def _replacement(original: object, scrubbed: Mapping[str, object]) -> BoundedAtt
 
 
 class ScrubbingSpanProcessor(SpanProcessor):
-    """Redacts span and event attributes in ``_on_ending``, before any processor exports."""
+    """Redacts span and event attributes in ``_on_ending``, before any processor exports.
+
+    ``on_start`` and ``on_end`` are the base class's no-ops (lean spans skip such an
+    ``on_start``): attributes may change until the span ends, and it is scrubbed by then."""
 
     def _on_ending(self, span: Span) -> None:
         attributes = frozen_attributes(span)
@@ -262,12 +264,6 @@ class ScrubbingSpanProcessor(SpanProcessor):
             if event_scrubbed is not None:
                 event._attributes = _replacement(event.attributes, event_scrubbed)
         redactions.record("traces")
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do at start: attributes may still change until the span ends."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Nothing to do: the span was scrubbed in ``_on_ending``."""
 
     def shutdown(self) -> None:
         """Nothing to release."""
