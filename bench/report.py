@@ -71,7 +71,8 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
             ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}x"
             met = "" if r.met is None else ("yes" if r.met else "**no**")
             base = f"{fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline_name else ""
-            out.append(f"| {sec.title} | {r.name} | {fmt(r.value, r.unit)} | {base} | {ratio} "
+            name = f"{r.name} ({r.note})" if r.note else r.name
+            out.append(f"| {sec.title} | {name} | {fmt(r.value, r.unit)} | {base} | {ratio} "
                        f"| {r.target} | {met} |")
     for sec in sections:
         out += ["", f"## {sec.title}", "", f"Wall time: {sec.seconds:.0f} s."]

@@ -45,6 +45,10 @@ def test_smoke_run_writes_well_formed_results(stack: None, tmp_path: Path) -> No
             if row["target"]:
                 assert isinstance(row["met"], bool), row
     page = md.read_text()
+    noted = [row for sec in sections.values() for row in sec["rows"] if row["note"]]
+    assert noted, "the overhead rows carry their interval notes"
+    for row in noted:
+        assert f"| {row['name']} ({row['note']}) |" in page, row
     for heading in ("## Machine", "## How to reproduce", "## Summary"):
         assert heading in page
     assert "python -m bench --smoke" in page
