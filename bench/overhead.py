@@ -299,10 +299,10 @@ def run(ctx: Context) -> Section:
                     for a, b in zip(runs[(variant, "message")], runs[(than, "message")],
                                     strict=True))
 
-            base = results[("none", "message")].cpu_per_req_us
+            none_cpu = results[("none", "message")].cpu_per_req_us
             sec.notes.append(
                 "Message route, app CPU per request in this run: uninstrumented "
-                f"{base:.0f} us (median); medians of the per-round differences: the SERVER "
+                f"{none_cpu:.0f} us (median); medians of the per-round differences: the SERVER "
                 "span and the trace context in the body and headers add "
                 f"{extra('project-no-client-spans', 'none'):.0f} us "
                 "(project-no-client-spans - none); the Redis and Kafka client spans add "
@@ -311,7 +311,7 @@ def run(ctx: Context) -> Section:
                 f"is {extra('project', 'project-no-span-export'):.0f} us of the total "
                 f"(project - project-no-span-export); all of it "
                 f"{extra('project', 'none'):.0f} us (project - none). The 0.9x target leaves "
-                f"{base / 0.9 - base:.0f} us for all of it.")
+                f"{none_cpu / 0.9 - none_cpu:.0f} us for all of it.")
         sec.notes += [
             "Where the project variant's time goes: project-no-client-spans is the same setup "
             "with the Redis and aiokafka instrumentations disabled "
