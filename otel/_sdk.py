@@ -141,7 +141,8 @@ def _starters(multi: SpanProcessor) -> tuple[SpanProcessor, ...] | None:
     cached = multi.__dict__.get("_otel_starters")
     if cached is None or cached[0] is not processors:
         cached = (processors, tuple(
-            p for p in processors if type(p).on_start not in _NOOP_ON_START))
+            p for p in processors
+            if type(p).on_start not in _NOOP_ON_START or "on_start" in getattr(p, "__dict__", ())))
         multi.__dict__["_otel_starters"] = cached
     return cached[1]
 

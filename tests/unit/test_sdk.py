@@ -12,7 +12,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -282,3 +282,15 @@ def test_processors_added_later_see_the_next_spans_start() -> None:
     tracer.span_processor.add_span_processor(second)  # type: ignore[attr-defined]
     late = start_span(tracer, "late", None, SpanKind.INTERNAL, None)
     assert (first.started, second.started) == ([early, late], [late])
+
+
+def test_an_on_start_set_on_a_processor_instance_is_called() -> None:
+    """A batch processor whose instance has its own on_start gets every lean span's start."""
+    tracer, _ = _pair()
+    started: list[trace.Span] = []
+    batch = BatchSpanProcessor(InMemorySpanExporter())
+    batch.on_start = lambda span, parent_context=None: started.append(span)  # type: ignore[method-assign]
+    tracer.span_processor.add_span_processor(batch)  # type: ignore[attr-defined]
+    span = start_span(tracer, "x", None, SpanKind.INTERNAL, None)
+    batch.shutdown()
+    assert started == [span]
