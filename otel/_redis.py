@@ -15,8 +15,11 @@ runbook's Jaeger links keep matching)
     ``db.redis.args_length`` (commands) or ``db.redis.pipeline_length`` (pipelines),
     ``db.redis.database_index``, ``server.address`` and ``server.port`` (or the socket path),
     ``network.transport`` (``tcp`` or ``unix``). An error sets status ERROR, ``error.type``
-    and an ``exception`` event; a ``WatchError`` (an optimistic transaction to retry) is not
-    an error of the span. Argument values never leave the process.
+    and an ``exception`` event. Two errors are signals the client acts on, not failures, and
+    leave the span's status unset: a ``WatchError`` (an optimistic transaction to retry) and a
+    ``NoScriptError`` (``EVALSHA`` of a script the server has not cached, after a Redis restart
+    or on first use; the client loads the script and runs it again). Argument values never
+    leave the process.
 
 Scope
     ``redis.Redis`` and ``redis.asyncio.Redis`` commands, pipelines and transactions (scripts
@@ -50,6 +53,8 @@ __all__ = ["instrument", "is_instrumented", "uninstrument"]
 SCOPE_NAME = "otel.redis"
 _MAX_STATEMENT = 1000
 _CONNECTIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+#: Errors the client recovers from by design (see "What the span carries").
+_SIGNALS = (redis.WatchError, redis.exceptions.NoScriptError)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -109,7 +114,7 @@ def _pipeline_span(tracer: Tracer, pipeline: Any, _args: tuple[Any, ...]) -> Spa
 
 
 def _end(span: Span, error: BaseException | None) -> None:
-    if error is not None and not isinstance(error, redis.WatchError):
+    if error is not None and not isinstance(error, _SIGNALS):
         span.record_exception(error)
         span.set_attributes({ERROR_TYPE: error_type_of(error)})
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))

@@ -140,6 +140,19 @@ async def test_watch_conflict_is_not_a_span_error(
     assert (pipeline_span.name, pipeline_span.status.status_code) == ("SET", StatusCode.UNSET)
 
 
+async def test_evalsha_of_an_uncached_script_is_not_a_span_error(
+    spans: tuple[TracerProvider, InMemorySpanExporter], client: aioredis.Redis
+) -> None:
+    """A script's first EVALSHA (NOSCRIPT: the client loads it, then runs it) leaves no error."""
+    _, exporter = spans
+    script = client.register_script(f"return '{uuid.uuid4().hex}'")  # new to the server
+    assert (await script()).decode() == script.script.split("'")[1]
+    assert [(s.name, s.status.status_code, [e.name for e in s.events])
+            for s in redis_spans(exporter)] == [
+        ("EVALSHA", StatusCode.UNSET, []), ("SCRIPT LOAD", StatusCode.UNSET, []),
+        ("EVALSHA", StatusCode.UNSET, [])]
+
+
 def test_sync_client_commands_are_traced_too(
     spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
