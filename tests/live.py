@@ -90,6 +90,17 @@ def prom_value(expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def prom_total(expr: str) -> float:
+    """The sum of selector ``expr`` over its series scraped in the last 15 s; 0 when none.
+
+    An instant query alone also returns, for 5 minutes, a series' last value from before a
+    stack restart; its restarted counter (same labels, from 0) would then hide the growth.
+    The collector is scraped every 5 s, so 15 s holds every live series; a test that waits
+    15 s for its totals to settle never keeps a stopped collector's series in its baseline.
+    """
+    return prom_value(f"sum(last_over_time({expr}[15s]))") or 0.0
+
+
 def jaeger_trace(trace_id: str) -> list[dict[str, Any]]:
     """The spans Jaeger holds for ``trace_id`` (hex), or [] when it has none."""
     try:

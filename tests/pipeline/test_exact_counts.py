@@ -34,14 +34,9 @@ ATTEMPTS = 3  # services.common.kafka.RETRY_POLICY.max_attempts
 PLAIN, TOOL_OK, TOOL_ERROR, POISON = 8, 4, 3, 2
 
 
-def _total(expr: str) -> float:
-    """The sum over every series of ``expr``; 0 when there is none yet."""
-    return live.prom_value(f"sum({expr})") or 0.0
-
-
 def _growth(expr: str, before: float) -> float:
     """How much the sum of ``expr`` grew since it was ``before``."""
-    return _total(expr) - before
+    return live.prom_total(expr) - before
 
 
 def _sel(metric: str, **labels: str) -> str:
@@ -57,12 +52,12 @@ def _label_keys(metric: str) -> set[frozenset[str]]:
 def _quiet(series: dict[str, str]) -> dict[str, float]:
     """The values of ``series`` once none has changed for 15 s (earlier tests' messages, still
     retried or in flight, must not count in this workload's deltas)."""
-    values = {name: _total(expr) for name, expr in series.items()}
+    values = {name: live.prom_total(expr) for name, expr in series.items()}
     since = time.monotonic()
 
     def settled() -> bool:
         nonlocal values, since
-        now = {name: _total(expr) for name, expr in series.items()}
+        now = {name: live.prom_total(expr) for name, expr in series.items()}
         if now != values:
             values, since = now, time.monotonic()
         return time.monotonic() - since >= 15
@@ -233,16 +228,18 @@ async def _workload_and_checks(marker: str) -> None:
         await client.aclose()
     for who in (tenant, frugal, restricted):
         live.wait_until(
-            partial(_total, f'budget_tokens_consumed_total{{tenant="{who}"}}'),
+            partial(live.prom_total, f'budget_tokens_consumed_total{{tenant="{who}"}}'),
             partial(operator.eq, used[who]),
             90,
             f"tokens of {who} == {used[who]}",
         )
-    assert _total(series["slm_tokens"]) - before["slm_tokens"] == sum(used.values())
-    assert _total(f'budget_limit_reached_total{{tenant="{frugal}",persona_id="default"}}') == 1
-    assert _total(f'budget_limit_reached_total{{tenant="{tenant}"}}') == 0
-    assert _total(f'policy_blocked_total{{tenant="{restricted}",tool_name="calculate"}}') == 1
-    assert _total('sandbox_active_executions{job="tool-executor"}') == 0
+    assert live.prom_total(series["slm_tokens"]) - before["slm_tokens"] == sum(used.values())
+    assert live.prom_total(
+        f'budget_limit_reached_total{{tenant="{frugal}",persona_id="default"}}') == 1
+    assert live.prom_total(f'budget_limit_reached_total{{tenant="{tenant}"}}') == 0
+    assert live.prom_total(
+        f'policy_blocked_total{{tenant="{restricted}",tool_name="calculate"}}') == 1
+    assert live.prom_total('sandbox_active_executions{job="tool-executor"}') == 0
 
 
 @pytest.mark.parametrize(

@@ -284,15 +284,6 @@ def _tags(span: dict[str, Any]) -> dict[str, Any]:
     return {t["key"]: t["value"] for t in span["tags"]}
 
 
-def _total(expr: str) -> float:
-    """The sum of the series scraped in the last 30 s (the collector is scraped every 5 s).
-
-    A plain instant query also returns, for 5 minutes, the last value of a series from before
-    a stack restart; its restarted counter (same labels, from 0) would then read as no growth.
-    """
-    return live.prom_value(f"sum(last_over_time({expr}[30s]))") or 0.0
-
-
 SPANMETRICS = 'conversation_requests_total{job="conversation-worker"}'
 INTENTS = 'intent_classification_total{job="conversation-worker"}'
 POISON = 'conversation_errors_total{job="conversation-worker",error_type="poison_message"}'
@@ -310,7 +301,7 @@ def _settled_totals() -> dict[str, float]:
 
     def probe() -> dict[str, float] | None:
         nonlocal previous
-        current = {expr: _total(expr) for expr in exprs}
+        current = {expr: live.prom_total(expr) for expr in exprs}
         settled, previous = current == previous, current
         return current if settled else None
 
@@ -403,8 +394,9 @@ async def _run_sampling_workload(n_ok: int, n_error: int) -> dict[str, Any]:
     # every conversation (the SDK's intent counter, unsampled, counts the same ones; a poison
     # retry is the only conversation.process without an intent), not by the kept 10%.
     def deltas() -> tuple[float, float, float]:
-        return (_total(SPANMETRICS) - before[SPANMETRICS], _total(INTENTS) - before[INTENTS],
-                _total(POISON) - before[POISON])
+        conv, intents, poison = (live.prom_total(e) - before[e]
+                                 for e in (SPANMETRICS, INTENTS, POISON))
+        return conv, intents, poison
 
     conv, intents, poison = live.wait_until(
         deltas, lambda d: d[0] == d[1] + d[2] and d[1] >= len(sent) + 1, 90,
