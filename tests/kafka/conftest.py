@@ -94,11 +94,13 @@ class Topics:
     created: list[str] = field(default_factory=list)
 
     async def create(
-        self, prefix: str, *, dlq: bool = True, dlq_configs: dict[str, str] | None = None
+        self, prefix: str, *, dlq: bool = True, dlq_configs: dict[str, str] | None = None,
+        partitions: int = 1,
     ) -> str:
-        """Create ``{prefix}-{uuid}`` with one partition, and its ``.dlq`` unless told not to."""
+        """Create ``{prefix}-{uuid}`` (one partition unless told), and its one-partition
+        ``.dlq`` unless told not to."""
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        new = [NewTopic(name, 1, 1)]
+        new = [NewTopic(name, partitions, 1)]
         if dlq:
             new.append(NewTopic(name + ".dlq", 1, 1, topic_configs=dlq_configs or {}))
         await self.admin.create_topics(new)

@@ -219,36 +219,41 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
         "otel.aiokafka" if lean_send else "opentelemetry.instrumentation.aiokafka")
 
 
-async def test_lean_send_span_carries_the_contrib_attributes_without_the_computed_partition(
+async def test_lean_send_span_carries_the_contrib_attributes_and_the_partition_written_to(
     topics: Topics, telemetry: Telemetry
 ) -> None:
-    """The lean send span has the contrib send span's attributes, except the partition id the
-    contrib computed by running the partitioner (kept when the caller names the partition)."""
-    topic = await topics.create("lean-attributes")
+    """The lean send span has exactly the contrib send span's attributes, its partition id the
+    one the record was written to (keyed over 4 partitions, or named by the caller)."""
+    topic = await topics.create("lean-attributes", dlq=False, partitions=4)
+    keys = [f"k-{n}" for n in range(8)]
     tracer = telemetry.tracer_provider.get_tracer("tests")
     instrumentor = AIOKafkaInstrumentor()
     instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, client_id="lean-test")
+    partition_step = AIOKafkaProducer._partition
     await producer.start()
     try:
         with tracer.start_as_current_span("contrib"):
-            await send_event(producer, topic, {"n": 1}, key="k-1")
+            for key in keys:
+                await send_event(producer, topic, {"n": 1}, key=key)
         assert _aiokafka.replace_send(telemetry.tracer_provider)
         with tracer.start_as_current_span("lean"):
-            await send_event(producer, topic, {"n": 2}, key="k-1")
-            await send_event(producer, topic, {"n": 3}, partition=0)
+            written = [(await send_event(producer, topic, {"n": 2}, key=key)).partition
+                       for key in keys]
+            named = await send_event(producer, topic, {"n": 3}, partition=2)
     finally:
         await producer.stop()
         _aiokafka.restore_send()
         instrumentor.uninstrument()
-    contrib, lean, lean_partition = [
-        dict(s.attributes or {}) for s in telemetry.finished_spans() if s.name == f"{topic} send"]
-    assert lean == {k: v for k, v in contrib.items()
-                    if k != "messaging.destination.partition.id"}
-    assert lean["messaging.kafka.message.key"] == "k-1"
-    assert lean_partition["messaging.destination.partition.id"] == "0"
-    assert "messaging.kafka.message.key" not in lean_partition
-
+    spans = [dict(s.attributes or {}) for s in telemetry.finished_spans()
+             if s.name == f"{topic} send"]
+    contrib, lean, lean_named = spans[:8], spans[8:16], spans[16]
+    assert lean == contrib
+    assert [s["messaging.destination.partition.id"] for s in lean] == [str(p) for p in written]
+    assert len(set(written)) > 1, written  # the keys spread, so the check is not vacuous
+    assert (named.partition, lean_named["messaging.destination.partition.id"]) == (2, "2")
+    assert "messaging.kafka.message.key" not in lean_named
+    assert AIOKafkaProducer._partition is partition_step  # restore_send put it back
 
 
 @pytest.mark.parametrize(
