@@ -31,7 +31,7 @@ import time
 import urllib.error
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import httpx
@@ -96,7 +96,7 @@ class BaselinePolicy:
         return cls(settings.get("hash_salt") or "default-hash-seed",
                    settings["sampling_percentage"])
 
-    @property
+    @cached_property
     def threshold(self) -> int:
         """The largest kept hash: (2**64 - 1) times the float64 ratio, truncated (as Go for 10%)."""
         return int((2**64 - 1) * Fraction(self.percentage / 100))
