@@ -23,8 +23,13 @@ runbook's Jaeger links keep matching)
 
 Scope
     ``redis.Redis`` and ``redis.asyncio.Redis`` commands, pipelines and transactions (scripts
-    run as ``EVALSHA`` commands). Cluster clients are not traced. The span is not made
-    current: a Redis command has no child spans.
+    run as ``EVALSHA`` commands), and the cluster clients ``redis.RedisCluster`` and
+    ``redis.asyncio.RedisCluster``: commands and cluster pipelines, as the contrib
+    instrumentation covers them. A cluster client has no single server, so its spans carry
+    ``db.system`` but no database index, address, port or transport (the contrib's cluster
+    spans carry none of the four, nor ``db.system``); the node commands a cluster client sends
+    while discovering the cluster (``CLUSTER SLOTS``) are spans of the node's ``Redis`` client.
+    The span is not made current: a Redis command has no child spans.
 
 Usage
     :func:`otel.configure` calls :func:`instrument` in both modes, after removing the contrib
@@ -41,6 +46,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -101,15 +108,27 @@ def _command_span(tracer: Tracer, client: Any, args: tuple[Any, ...]) -> Span:
     return start_span(tracer, name, None, SpanKind.CLIENT, attributes)
 
 
+def _queued_commands(pipeline: Any) -> list[tuple[Any, ...]]:
+    """The argument tuples of the commands queued in ``pipeline``, in order.
+
+    A client pipeline queues ``(args, options)`` pairs in ``command_stack``; a cluster pipeline
+    (redis-py 6 and later) queues ``PipelineCommand`` objects in its execution strategy.
+    """
+    strategy = getattr(pipeline, "_execution_strategy", None)
+    if strategy is not None:
+        return [command.args for command in getattr(strategy, "_command_queue", [])]
+    return [args for args, _ in getattr(pipeline, "command_stack", [])]
+
+
 def _pipeline_span(tracer: Tracer, pipeline: Any, _args: tuple[Any, ...]) -> Span:
-    stack = getattr(pipeline, "command_stack", [])
-    names = [_command_name(args) for args, _ in stack]
-    statement = "\n".join(_statement(n, len(args)) for n, (args, _) in zip(names, stack,
-                                                                             strict=True))
+    commands = _queued_commands(pipeline)
+    names = [_command_name(args) for args in commands]
+    statement = "\n".join(_statement(n, len(args)) for n, args in zip(names, commands,
+                                                                      strict=True))
     if len(statement) > _MAX_STATEMENT:
         statement = statement[: _MAX_STATEMENT - 3] + "..."
     attributes = {**_connection_attributes(pipeline), "db.statement": statement,
-                  "db.redis.pipeline_length": len(stack)}
+                  "db.redis.pipeline_length": len(commands)}
     return start_span(tracer, " ".join(names) or "redis", None, SpanKind.CLIENT, attributes)
 
 
@@ -164,6 +183,10 @@ _TARGETS: tuple[tuple[type, str, Wrap, SpanMaker], ...] = (
     (redis.Redis, "execute_command", _sync_traced, _command_span),
     (redis.client.Pipeline, "immediate_execute_command", _sync_traced, _command_span),
     (redis.client.Pipeline, "execute", _sync_traced, _pipeline_span),
+    (redis.asyncio.cluster.RedisCluster, "execute_command", _async_traced, _command_span),
+    (redis.asyncio.cluster.ClusterPipeline, "execute", _async_traced, _pipeline_span),
+    (redis.cluster.RedisCluster, "execute_command", _sync_traced, _command_span),
+    (redis.cluster.ClusterPipeline, "execute", _sync_traced, _pipeline_span),
 )
 _originals: dict[tuple[type, str], Callable[..., Any]] = {}
 

@@ -3,12 +3,19 @@ pipeline, the contrib instrumentation's attributes, no argument values."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster
+import redis.cluster
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -37,6 +44,44 @@ async def client(spans: object) -> AsyncIterator[aioredis.Redis]:
     c = aioredis.Redis.from_url(URL)
     yield c
     await c.aclose()
+
+
+@pytest.fixture(scope="module")
+def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A one-node Redis Cluster (Debian's redis-server, every slot on the node) on a free port."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server not found (Debian package redis-server; stack/install)")
+    with socket.socket() as probe, socket.socket() as bus_probe:
+        probe.bind(("127.0.0.1", 0))
+        bus_probe.bind(("127.0.0.1", 0))
+        port, bus_port = int(probe.getsockname()[1]), int(bus_probe.getsockname()[1])
+    workdir: Path = tmp_path_factory.mktemp("redis-cluster")
+    process = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
+         "--cluster-enabled", "yes", "--cluster-port", str(bus_port), "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    node = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                node.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail(f"redis-server --cluster-enabled on port {port} did not start")
+                time.sleep(0.05)
+        while node.cluster("INFO")["cluster_state"] != "ok":
+            if time.monotonic() > deadline:
+                pytest.fail(f"the one-node cluster on port {port} never reached state ok")
+            time.sleep(0.05)
+        yield port
+    finally:
+        node.close()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def redis_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -177,3 +222,63 @@ async def test_uninstrument_restores_the_client(
     assert not _redis.is_instrumented()
     assert await client.ping() is True
     assert exporter.get_finished_spans() == ()
+
+
+def assert_cluster_spans(exporter: InMemorySpanExporter) -> None:
+    """SET, a pipeline of INCRBY and EXPIRE, a failing INCRBY, then DEL of two keys (which the
+    cluster client splits by slot into a pipeline of two DELs): a cluster client's spans."""
+    set_span, pipeline_span, failed, delete = redis_spans(exporter)
+    assert (set_span.name, dict(set_span.attributes or {})) == ("SET", {
+        "db.system": "redis", "db.statement": "SET ? ? ? ?", "db.redis.args_length": 5})
+    assert (pipeline_span.name, dict(pipeline_span.attributes or {})) == ("INCRBY EXPIRE", {
+        "db.system": "redis", "db.statement": "INCRBY ? ?\nEXPIRE ? ?",
+        "db.redis.pipeline_length": 2})
+    assert (failed.name, failed.status.status_code) == ("INCRBY", StatusCode.ERROR)
+    assert (failed.attributes or {})["error.type"] == "redis.exceptions.ResponseError"
+    assert (delete.name, (delete.attributes or {})["db.redis.pipeline_length"]) == ("DEL DEL", 2)
+
+
+def test_cluster_client_commands_and_pipelines_are_traced(
+    spans: tuple[TracerProvider, InMemorySpanExporter], cluster_port: int
+) -> None:
+    """redis.RedisCluster: one span per command and per cluster pipeline, with db.system but no
+    server attributes (a cluster has no single server)."""
+    _, exporter = spans
+    cluster = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster_port)
+    exporter.clear()  # discovery: CLUSTER SLOTS on the node client, COMMAND on the cluster
+    name = key()
+    try:
+        assert cluster.set(name, "v", ex=60) is True
+        pipe = cluster.pipeline()
+        pipe.incr(f"{name}:n")
+        pipe.expire(f"{name}:n", 60)
+        assert pipe.execute() == [1, True]
+        with pytest.raises(redis.ResponseError):
+            cluster.incr(name)
+    finally:
+        cluster.delete(name, f"{name}:n")
+        cluster.close()
+    assert_cluster_spans(exporter)
+
+
+async def test_async_cluster_client_commands_and_pipelines_are_traced(
+    spans: tuple[TracerProvider, InMemorySpanExporter], cluster_port: int
+) -> None:
+    """redis.asyncio.RedisCluster gets the same spans as the blocking cluster client."""
+    _, exporter = spans
+    cluster = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=cluster_port)
+    await cluster.initialize()
+    exporter.clear()
+    name = key()
+    try:
+        assert await cluster.set(name, "v", ex=60) is True
+        async with cluster.pipeline() as pipe:
+            pipe.incr(f"{name}:n")
+            pipe.expire(f"{name}:n", 60)
+            assert await pipe.execute() == [1, True]
+        with pytest.raises(redis.ResponseError):
+            await cluster.incr(name)
+    finally:
+        await cluster.delete(name, f"{name}:n")
+        await cluster.aclose()
+    assert_cluster_spans(exporter)
