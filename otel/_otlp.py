@@ -1,4 +1,4 @@
-"""Span export over OTLP/gRPC with a direct protobuf encoder.
+"""Span export over OTLP (gRPC or HTTP/protobuf) with a direct protobuf encoder.
 
 Why
     The SDK's reference encoder (``opentelemetry.exporter.otlp.proto.common``) builds one
@@ -12,18 +12,21 @@ What is the same
     :class:`SpanExporter` is the SDK's gRPC ``OTLPSpanExporter`` (same constructor, environment
     variables, channel, headers, compression, timeout, retries with backoff, self-metrics) with
     two changes: the request is encoded by :func:`encode_spans`, and the gRPC method sends those
-    bytes as they are. ``tests/unit/test_otlp.py`` parses the bytes with the generated
-    protobuf classes and checks that they equal the reference encoder's message for spans with
-    every attribute type, events, links, status, remote parents and several resources and
-    scopes, and that invalid attribute values are skipped as the reference skips them (one
-    difference: see :func:`encode_spans` on grouping). :class:`EncodingBatchSpanProcessor` is
+    bytes as they are. :class:`HttpSpanExporter` is the SDK's HTTP/protobuf ``OTLPSpanExporter``
+    (same constructor, variables, session, headers, compression, timeout, retries, request size
+    limit, self-metrics) whose ``export`` sends :func:`encode_spans`'s bytes.
+    ``tests/unit/test_otlp.py`` parses the bytes with the generated protobuf classes and checks
+    that they equal the reference encoder's message for spans with every attribute type,
+    events, links, status, remote parents and several resources and scopes, and that invalid
+    attribute values are skipped as the reference skips them (one difference: see
+    :func:`encode_spans` on grouping). :class:`EncodingBatchSpanProcessor` is
     the SDK's ``BatchSpanProcessor`` that encodes each span as it ends (an
     :class:`EncodedSpan`), so the queue holds bytes rather than span objects.
 
 Usage
-    :func:`otel.configure` uses both for traces whenever the protocol is ``grpc``, in both
-    modes (instrumented mode converts the distro's gRPC span exporter and its batch processor
-    in place, see :func:`adopt`).
+    :func:`otel.configure` uses the exporter of the configured protocol and the encoding
+    processor for traces, in both modes (instrumented mode converts the distro's OTLP span
+    exporter and its batch processor in place, see :func:`adopt`).
 """
 
 from __future__ import annotations
@@ -37,16 +40,28 @@ from typing import Any, NamedTuple
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as _ReferenceSpanExporter,
 )
+from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as _ReferenceHttpSpanExporter,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from otel._sdk import events_and_links, frozen_attributes
 
-__all__ = ["EncodedSpan", "EncodingBatchSpanProcessor", "SpanExporter", "adopt", "encode_spans"]
+__all__ = [
+    "EncodedSpan",
+    "EncodingBatchSpanProcessor",
+    "HttpSpanExporter",
+    "SpanExporter",
+    "adopt",
+    "encode_spans",
+]
 
 _LOG = logging.getLogger(__name__)
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -323,6 +338,41 @@ class SpanExporter(_ReferenceSpanExporter):
         return encode_spans(data)
 
 
+class HttpSpanExporter(_ReferenceHttpSpanExporter):
+    """The SDK's OTLP/HTTP span exporter, encoding with :func:`encode_spans`.
+
+    The SDK's HTTP exporter calls its encoder inside ``export`` (gRPC has the
+    ``_translate_data`` step), so ``export`` is the SDK's (1.45.1) with the encoder swapped:
+    the same shutdown check, self-metrics, size limit and failure attributes."""
+
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
+        """Send ``spans`` as one request; FAILURE once shut down or when the request fails."""
+        if self._shutdown:
+            _LOG.warning("Exporter already shutdown, ignoring batch")
+            return SpanExportResult.FAILURE
+        with self._metrics.export_operation(len(spans)) as result:
+            data = encode_spans(spans)  # skips (and logs) what OTLP cannot carry; never raises
+            if _is_request_too_large(data, self._max_request_size):
+                _LOG.warning("Dropping span batch: serialized size %d bytes exceeds "
+                             "max_request_size %d bytes.", len(data), self._max_request_size)
+                result.error = ValueError(f"request of {len(data)} bytes exceeds "
+                                          f"max_request_size {self._max_request_size}")
+                return SpanExportResult.FAILURE
+            sent = self._client.export(data)
+            if not sent.success:
+                result.error = sent.error
+                if sent.status_code is not None:
+                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
+#: The library's exporters, which accept :class:`EncodedSpan` items.
+_ENCODING_EXPORTERS = (SpanExporter, HttpSpanExporter)
+#: Each reference exporter class and the library's exporter that replaces it in place.
+_ADOPTED = {_ReferenceSpanExporter: SpanExporter, _ReferenceHttpSpanExporter: HttpSpanExporter}
+
+
 class EncodingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's ``BatchSpanProcessor`` (same queue, ``OTEL_BSP_*`` settings, worker thread,
     flush, shutdown and self-metrics) that encodes each span when it ends and queues its bytes.
@@ -335,10 +385,10 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
     :class:`SpanExporter`. A span that cannot be encoded here is queued as it is, and the
     exporter encodes it with the rest of its batch (and logs what it skips)."""
 
-    def __init__(self, span_exporter: SpanExporter, **settings: Any) -> None:
-        if not isinstance(span_exporter, SpanExporter):
-            raise TypeError(f"{type(self).__name__} needs an otel._otlp.SpanExporter, "
-                            f"not {type(span_exporter).__name__}")
+    def __init__(self, span_exporter: SpanExporter | HttpSpanExporter, **settings: Any) -> None:
+        if not isinstance(span_exporter, _ENCODING_EXPORTERS):
+            raise TypeError(f"{type(self).__name__} needs an otel._otlp.SpanExporter or "
+                            f"HttpSpanExporter, not {type(span_exporter).__name__}")
         super().__init__(span_exporter, **settings)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -355,24 +405,26 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
 
 
 def adopt(tracer_provider: TracerProvider) -> int:
-    """Make the distro's OTLP/gRPC span exporters encode with :func:`encode_spans`; the count.
+    """Make the distro's OTLP span exporters encode with :func:`encode_spans`; the count.
 
     ``opentelemetry-instrument`` puts each configured exporter in a ``BatchSpanProcessor``.
-    Each reference ``OTLPSpanExporter`` found there becomes a :class:`SpanExporter` in place
-    (its class is switched: the subclass adds no state), so it keeps everything it was built
-    with: endpoint, headers, credentials, compression, timeout, channel and self-metrics; its
-    processor becomes an :class:`EncodingBatchSpanProcessor` the same way (queue, settings and
-    worker thread kept).
+    Each reference ``OTLPSpanExporter`` found there (gRPC or HTTP) becomes the library's
+    exporter of its protocol in place (its class is switched: the subclass adds no state), so
+    it keeps everything it was built with: endpoint, headers, credentials, compression,
+    timeout, channel or session, and self-metrics; its processor becomes an
+    :class:`EncodingBatchSpanProcessor` the same way (queue, settings and worker thread kept).
     """
     adopted = 0
     for processor in tracer_provider._active_span_processor._span_processors:
         if not isinstance(processor, BatchSpanProcessor):
             continue
         exporter = processor.span_exporter
-        if type(exporter) is _ReferenceSpanExporter:
-            exporter.__class__ = SpanExporter
-            exporter._client = _RawTraceStub(exporter._channel)  # type: ignore[assignment]
+        replacement = _ADOPTED.get(type(exporter))
+        if replacement is not None:
+            exporter.__class__ = replacement
+            if isinstance(exporter, SpanExporter):
+                exporter._client = _RawTraceStub(exporter._channel)  # type: ignore[assignment]
             adopted += 1
-        if type(processor) is BatchSpanProcessor and type(exporter) is SpanExporter:
+        if type(processor) is BatchSpanProcessor and type(exporter) in _ENCODING_EXPORTERS:
             processor.__class__ = EncodingBatchSpanProcessor  # adds no state
     return adopted

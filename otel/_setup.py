@@ -27,10 +27,11 @@ FastAPI, Redis, Kafka producer and span export, lean
     distro applied are removed) and ``AIOKafkaProducer.send`` its PRODUCER span from
     :mod:`otel._aiokafka` (the contrib's consumer spans stay): the same spans, at a fraction of
     the contrib's CPU (the contrib ASGI middleware cost more than the request itself). Spans go
-    out over OTLP/gRPC through :class:`otel._otlp.SpanExporter`, the SDK exporter with a
-    direct protobuf encoder (the reference encoder took about 60 us per span), behind
+    out over OTLP through :class:`otel._otlp.SpanExporter` (gRPC) or
+    :class:`otel._otlp.HttpSpanExporter` (HTTP/protobuf), the SDK exporters with a direct
+    protobuf encoder (the reference encoder took about 60 us per span), behind
     :class:`otel._otlp.EncodingBatchSpanProcessor`, which encodes each span as it ends; in
-    instrumented mode they replace the distro's gRPC span exporter and its batch processor,
+    instrumented mode they replace the distro's OTLP span exporter and its batch processor,
     built from the same ``OTEL_*`` variables. Spans of the library's own instrumentation are
     made by :func:`otel._sdk.start_span` (the SDK's span class, without its generic
     constructor's copies). Figures before and after: ``docs/benchmarks.md``.
@@ -235,13 +236,14 @@ _EXPORTERS: dict[Signal, tuple[type[Any], str, str]] = {
 
 
 def _exporter(signal: Signal, kind: ExporterKind, settings: Settings) -> Any:
-    """The exporter of ``signal``: console, or OTLP over the configured protocol (spans over
-    gRPC with the library's encoder, :mod:`otel._otlp`)."""
+    """The exporter of ``signal``: console, or OTLP over the configured protocol (spans with
+    the library's encoder, :mod:`otel._otlp`)."""
     console, module, cls = _EXPORTERS[signal]
     if kind == "console":
         return console()
-    if signal == "traces" and settings.protocol == "grpc":
-        return otlp.SpanExporter(**_otlp_args(settings, signal))
+    if signal == "traces":
+        span_exporter = otlp.SpanExporter if settings.protocol == "grpc" else otlp.HttpSpanExporter
+        return span_exporter(**_otlp_args(settings, signal))
     transport = "grpc" if settings.protocol == "grpc" else "http"
     exporter = getattr(
         import_module(f"opentelemetry.exporter.otlp.proto.{transport}.{module}"), cls)
@@ -448,7 +450,8 @@ def _install(
     tracer_provider.add_span_processor(ScrubbingSpanProcessor())
     if settings.traces_exporter != "none":
         exporter = _exporter("traces", settings.traces_exporter, settings)
-        batch = (otlp.EncodingBatchSpanProcessor if isinstance(exporter, otlp.SpanExporter)
+        batch = (otlp.EncodingBatchSpanProcessor
+                 if isinstance(exporter, otlp.SpanExporter | otlp.HttpSpanExporter)
                  else BatchSpanProcessor)
         tracer_provider.add_span_processor(
             batch(

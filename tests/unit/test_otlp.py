@@ -1,4 +1,5 @@
-"""The direct OTLP encoder equals the reference encoder; its exporter sends over gRPC; adopt()."""
+"""The direct OTLP encoder equals the reference encoder; its exporters send over gRPC and
+HTTP/protobuf; adopt()."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as reference
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as OTLPHttpSpanExporter,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -39,6 +43,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 import otel._otlp
+from tests.unit.conftest import HttpTraceReceiver
 
 #: One value of every attribute type the SDK accepts, at the edges of their ranges.
 _EVERY_TYPE: Mapping[str, AttributeValue] = {
@@ -287,21 +292,72 @@ def test_span_exporter_fails_once_when_the_server_rejects_the_request(
     assert (collector.calls, collector.requests) == (1, [])
 
 
-def test_adopt_swaps_the_reference_grpc_exporter_once_and_nothing_else(
-    collector: _TraceService,
+def test_http_span_exporter_posts_the_reference_request(
+    http_traces: HttpTraceReceiver, rich_spans: tuple[ReadableSpan, ...],
 ) -> None:
-    """adopt() replaces the SDK's gRPC exporter and its batch processor, once; others stay."""
+    """HttpSpanExporter.export POSTs exactly the reference encoder's request as protobuf."""
+    exporter = otel._otlp.HttpSpanExporter(endpoint=http_traces.endpoint)
+    try:
+        assert exporter.export(rich_spans) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert http_traces.calls == [("/v1/traces", "application/x-protobuf")]
+    assert http_traces.requests == [reference(rich_spans)]
+
+
+def test_http_span_exporter_fails_once_when_the_server_rejects_the_request(
+    http_traces: HttpTraceReceiver, rich_spans: tuple[ReadableSpan, ...],
+) -> None:
+    """A non-retryable 400 answer makes export return FAILURE after one request."""
+    http_traces.status = 400
+    exporter = otel._otlp.HttpSpanExporter(endpoint=http_traces.endpoint)
+    try:
+        assert exporter.export(rich_spans) is SpanExportResult.FAILURE
+    finally:
+        exporter.shutdown()
+    assert len(http_traces.calls) == 1
+
+
+def test_http_span_exporter_drops_a_batch_over_max_request_size_unsent(
+    http_traces: HttpTraceReceiver, rich_spans: tuple[ReadableSpan, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request larger than max_request_size is not sent, is a FAILURE and is logged; after
+    shutdown export refuses every batch."""
+    size = len(otel._otlp.encode_spans(rich_spans))
+    exporter = otel._otlp.HttpSpanExporter(endpoint=http_traces.endpoint,
+                                           max_request_size=size - 1)
+    with caplog.at_level(logging.WARNING, logger="otel._otlp"):
+        assert exporter.export(rich_spans) is SpanExportResult.FAILURE
+        exporter.shutdown()
+        assert exporter.export(rich_spans[:1]) is SpanExportResult.FAILURE
+    assert http_traces.calls == []
+    assert [r.getMessage() for r in caplog.records if r.name == "otel._otlp"] == [
+        f"Dropping span batch: serialized size {size} bytes exceeds max_request_size "
+        f"{size - 1} bytes.",
+        "Exporter already shutdown, ignoring batch",
+    ]
+
+
+def test_adopt_swaps_the_reference_grpc_and_http_exporters_once_and_nothing_else(
+    collector: _TraceService, http_traces: HttpTraceReceiver,
+) -> None:
+    """adopt() replaces the SDK's gRPC and HTTP exporters and their batch processors, once;
+    others stay."""
     in_memory = InMemorySpanExporter()
     grpc_processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=collector.endpoint,
                                                          insecure=True))
+    http_processor = BatchSpanProcessor(OTLPHttpSpanExporter(endpoint=http_traces.endpoint))
     memory_processor = BatchSpanProcessor(in_memory)
     provider = TracerProvider()
-    provider.add_span_processor(grpc_processor)
-    provider.add_span_processor(memory_processor)
+    for processor in (grpc_processor, http_processor, memory_processor):
+        provider.add_span_processor(processor)
     try:
-        assert otel._otlp.adopt(provider) == 1
+        assert otel._otlp.adopt(provider) == 2
         assert type(grpc_processor.span_exporter) is otel._otlp.SpanExporter
-        assert type(grpc_processor) is otel._otlp.EncodingBatchSpanProcessor
+        assert type(http_processor.span_exporter) is otel._otlp.HttpSpanExporter
+        assert type(grpc_processor) is type(http_processor) is (
+            otel._otlp.EncodingBatchSpanProcessor)
         assert memory_processor.span_exporter is in_memory
         assert type(memory_processor) is BatchSpanProcessor
         assert otel._otlp.adopt(provider) == 0
@@ -330,6 +386,25 @@ def test_adopted_exporter_sends_to_the_endpoint_of_the_exporter_it_replaced(
     finally:
         provider.shutdown()
     assert collector.requests == [reference(in_memory.get_finished_spans())]
+
+
+def test_adopted_http_exporter_posts_to_the_endpoint_of_the_exporter_it_replaced(
+    http_traces: HttpTraceReceiver,
+) -> None:
+    """After adopt(), a span ended on the provider reaches the replaced HTTP exporter's URL,
+    encoded as it ended."""
+    in_memory = InMemorySpanExporter()
+    http_processor = BatchSpanProcessor(OTLPHttpSpanExporter(endpoint=http_traces.endpoint))
+    provider = TracerProvider()
+    provider.add_span_processor(http_processor)
+    provider.add_span_processor(SimpleSpanProcessor(in_memory))
+    try:
+        assert otel._otlp.adopt(provider) == 1
+        provider.get_tracer("adopted").start_span("after-adopt", attributes=_EVERY_TYPE).end()
+        assert provider.force_flush()
+    finally:
+        provider.shutdown()
+    assert http_traces.requests == [reference(in_memory.get_finished_spans())]
 
 
 def _encoding_provider(collector: _TraceService, sampler: Sampler = ALWAYS_ON,
@@ -395,5 +470,5 @@ def test_a_span_the_processor_cannot_encode_never_raises_into_end(
 
 def test_encoding_processor_needs_the_librarys_exporter() -> None:
     """Any other exporter is refused at construction, with the type in the message."""
-    with pytest.raises(TypeError, match="InMemorySpanExporter"):
+    with pytest.raises(TypeError, match="HttpSpanExporter, not InMemorySpanExporter"):
         otel._otlp.EncodingBatchSpanProcessor(InMemorySpanExporter())  # type: ignore[arg-type]

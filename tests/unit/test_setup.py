@@ -32,7 +32,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 
 import otel
+import otel._otlp
 from otel._logging import OtlpLoggingHandler
+from tests.unit.conftest import HttpTraceReceiver
 
 HOUR_MS = 3_600_000
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -128,6 +130,26 @@ def test_shutdown_flushes_traces_metrics_and_logs(fresh_otel: None) -> None:
         for p in m["data"]["data_points"]
     ]
     assert points == [3]
+
+
+def test_http_protobuf_protocol_sends_spans_through_the_librarys_http_exporter(
+    fresh_otel: None, http_traces: HttpTraceReceiver,
+) -> None:
+    """protocol="http/protobuf" exports spans with otel._otlp.HttpSpanExporter behind the
+    encoding processor to {endpoint}/v1/traces: the reference encoder's request arrives."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    ended = InMemorySpanExporter()
+    telemetry = _quiet(service_name="gateway", traces_exporter="otlp", protocol="http/protobuf",
+                       endpoint=http_traces.endpoint.removesuffix("/v1/traces"),
+                       additional_span_processors=[SimpleSpanProcessor(ended)])
+    (processor,) = [p for p in telemetry.tracer_provider._active_span_processor._span_processors
+                    if isinstance(p, otel._otlp.EncodingBatchSpanProcessor)]
+    assert type(processor.span_exporter) is otel._otlp.HttpSpanExporter
+    with otel.conversation_process():
+        pass
+    telemetry.shutdown()
+    assert http_traces.requests == [encode_spans(ended.get_finished_spans())]
 
 
 def test_shutdown_is_idempotent_and_detaches_handlers(fresh_otel: None) -> None:
