@@ -8,15 +8,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import lru_cache
 from typing import Any, Final
 
 from aiokafka.structs import ConsumerRecord
 from opentelemetry import context, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
-from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from otel._sdk import start_span
 from otel.kafka.propagation import extract_context
 
 _LOG = logging.getLogger(__name__)
@@ -49,6 +51,12 @@ def process_span_attributes(
     return attributes
 
 
+@lru_cache(maxsize=16)
+def _tracer(tracer_provider: TracerProvider) -> Tracer:
+    """The library's tracer of ``tracer_provider`` (a provider makes a new one per call)."""
+    return tracer_provider.get_tracer("otel.kafka")
+
+
 @contextmanager
 def process_span(
     record: ConsumerRecord[Any, Any],
@@ -67,14 +75,12 @@ def process_span(
     inside the block. An exception leaving the block is recorded and sets ERROR status.
     """
     parent = extract_context(record.headers, body, meter_provider=meter_provider)
-    tracer = trace.get_tracer("otel.kafka", tracer_provider=tracer_provider)
+    tracer = _tracer(tracer_provider or trace.get_tracer_provider())
+    span = start_span(tracer, f"{OPERATION} {record.topic}", parent, SpanKind.CONSUMER,
+                      process_span_attributes(record, consumer_group))
     token = context.attach(parent)
     try:
-        with tracer.start_as_current_span(
-            f"{OPERATION} {record.topic}",
-            kind=SpanKind.CONSUMER,
-            attributes=process_span_attributes(record, consumer_group),
-        ) as span:
+        with trace.use_span(span, end_on_exit=True):
             if hook is not None:
                 try:
                     hook(span, record)

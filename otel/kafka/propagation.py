@@ -159,18 +159,18 @@ def extract_context(
     has one, ``{source="none", reason="missing"}`` counts once. Never raises.
     """
     counter = _invalid_counter(meter_provider)
-    header_problem = _header_problem(headers)
-    if header_problem is None:
-        found = _extract_valid(headers, kafka_headers_getter)
+    carrier, header_problem = _header_carrier(headers)
+    if carrier is not None:
+        found = _extract_valid(carrier, textmap.default_getter)
         if found is not None:
             return found
         header_problem = "invalid_traceparent"
     if header_problem != "missing":
         counter.add(1, {"source": "header", "reason": header_problem})
 
-    carrier, body_problem = _body_carrier(body)
-    if carrier is not None:
-        found = _extract_valid(carrier, textmap.default_getter)
+    body_carrier, body_problem = _body_carrier(body)
+    if body_carrier is not None:
+        found = _extract_valid(body_carrier, textmap.default_getter)
         if found is not None:
             return found
         body_problem = "invalid_traceparent"
@@ -200,23 +200,31 @@ def _first_header(headers: Headers, key: str) -> object:
     return None
 
 
-def _header_problem(headers: Headers) -> str | None:
-    """Return why the headers' propagation fields are unusable, "missing", or None if fine."""
-    if not any(key == _TRACEPARENT for key, _ in _pairs(headers)):
-        return "missing"
-    for field in propagation_fields():
-        if not any(key == field for key, _ in _pairs(headers)):
-            continue
-        value = _first_header(headers, field)
+def _header_carrier(headers: Headers) -> tuple[dict[str, str] | None, str]:
+    """Return the headers' usable carrier, or None and why (a reason or "missing").
+
+    The carrier holds the first value of each propagation field (and of ``traceparent``) as
+    :class:`KafkaHeadersGetter` reads it; a field whose first value it would read as absent
+    makes the whole context unusable, with the reason.
+    """
+    wanted = propagation_fields() | {_TRACEPARENT}
+    first: dict[str, bytes | None] = {}
+    for key, value in _pairs(headers):
+        if key in wanted and key not in first:
+            first[key] = value
+    if _TRACEPARENT not in first:
+        return None, "missing"
+    carrier: dict[str, str] = {}
+    for field, value in first.items():
         if not isinstance(value, bytes):
-            return "not_bytes"
+            return None, "not_bytes"
         if len(value) > MAX_FIELD_BYTES:
-            return "too_large"
+            return None, "too_large"
         try:
-            value.decode("utf-8")
+            carrier[field] = value.decode("utf-8")
         except UnicodeDecodeError:
-            return "not_utf8"
-    return None
+            return None, "not_utf8"
+    return carrier, ""
 
 
 def _body_carrier(body: object) -> tuple[dict[str, str] | None, str]:
