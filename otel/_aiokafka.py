@@ -1,12 +1,19 @@
-"""Kafka producer spans: the contrib aiokafka instrumentation, with a lean ``send``.
+"""Kafka client spans: the contrib aiokafka instrumentation's spans, made leanly and safely.
 
 Why
     ``opentelemetry-instrumentation-aiokafka`` runs the producer's partitioner (and waits for
     topic metadata) a second time inside every traced ``send`` only to label the span with a
     partition, and sets each attribute with its own locked call: on the benchmark machine it
-    added 75-100 us of CPU per message (``docs/benchmarks.md``). Its consumer side
-    (``getone``/``getmany`` receive spans) stays as it is; only ``AIOKafkaProducer.send`` is
-    replaced (and its ``_partition`` step wrapped, see below).
+    added 75-100 us of CPU per message (``docs/benchmarks.md``); its ``receive`` span cost
+    about 50 us per consumed record. Worse, its consumer side reads the record headers with a
+    getter that raises on a ``traceparent``, ``tracestate`` or ``baggage`` value that is not
+    UTF-8 bytes (``UnicodeDecodeError``, ``AttributeError``): ``getone()``/``getmany()`` then
+    raise after the record was fetched, so one malformed header stops the consumer, and after a
+    restart it stops again on the same record. This module replaces ``AIOKafkaProducer.send``
+    (and wraps its ``_partition`` step, see below) and ``AIOKafkaConsumer.getone``/``getmany``
+    with wrappers that make the same spans; a header value the contrib's getter would choke on
+    reads as absent (:class:`otel.kafka.KafkaHeadersGetter`), and nothing telemetry does after
+    a record was fetched raises into the consumer.
 
 The PRODUCER span (the contrib's attributes, one map)
     Name ``"{topic} send"``; ``messaging.system`` = ``kafka``, ``messaging.destination.name``,
@@ -21,34 +28,57 @@ The PRODUCER span (the contrib's attributes, one map)
     ``baggage``, with the global propagator) so that the consumer's spans link to it. An
     exception raised by ``send`` sets status ERROR and ``error.type``.
 
+The CONSUMER spans (the contrib's names, parents and attributes)
+    ``getone()``: one ``"{topic} receive"`` span per record, ended before ``getone`` returns,
+    whose parent is the context in the record headers (without one, a new trace): the common
+    attributes, ``messaging.consumer.group.name`` (when the consumer has a group),
+    ``messaging.operation.name``/``type`` = ``receive``, ``messaging.destination.name``,
+    ``messaging.destination.partition.id``, ``messaging.kafka.message.key`` (when the record
+    has one), ``messaging.kafka.message.offset`` and ``messaging.message.id`` =
+    ``{topic}.{partition}.{offset}``. ``getmany()``: a ``"{topics} receive"`` span (the sorted
+    topic names joined by ``, ``) with ``messaging.batch.message_count``, holding one
+    ``"{topic} receive"`` span per partition (destination, partition id, its record count)
+    that links to each of its records' ``receive`` spans (children of their headers' context,
+    as with ``getone``).
+
 Usage
-    :func:`otel.configure` calls :func:`replace_send` after the contrib instrumentation is in
-    place (the distro's, or the one standalone mode applies). :func:`restore_send` puts the
-    contrib's wrapper and the producer's ``_partition`` back.
+    :func:`otel.configure` calls :func:`replace_contrib` after the contrib instrumentation is in
+    place (the distro's, or the one standalone mode applies). :func:`restore_contrib` puts the
+    contrib's wrappers and the producer's ``_partition`` back. The contrib's produce and
+    consume hooks are not called (the distro configures none).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, MutableSequence
+import logging
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 import aiokafka
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Setter
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel._sdk import start_span
 from otel._spans import error_type_of
+from otel.kafka.propagation import kafka_headers_getter
 
-__all__ = ["AiokafkaInstrumentor", "replace_send", "restore_send"]
+__all__ = ["AiokafkaInstrumentor", "replace_contrib", "restore_contrib"]
+
+_LOG = logging.getLogger(__name__)
 
 SCOPE_NAME = "otel.aiokafka"
 Headers = MutableSequence[tuple[str, bytes | None]]
-_PARTITION_ID = "messaging.destination.partition.id"
+_PARTITION_ID = msg.MESSAGING_DESTINATION_PARTITION_ID
+_RECEIVE = msg.MessagingOperationTypeValues.RECEIVE.value
 #: The PRODUCER span of the ``send`` running in this task, for the ``_partition`` wrapper.
 _SENDING: ContextVar[Span | None] = ContextVar("otel_aiokafka_sending", default=None)
 
@@ -63,20 +93,48 @@ class _HeaderSetter(Setter[Headers]):
 _SETTER = _HeaderSetter()
 
 
-def _client_attributes(producer: Any) -> dict[str, Any]:
+def _client_attributes(client: Any) -> dict[str, Any]:
+    """The attributes every span of ``client`` (an ``AIOKafkaClient``) carries."""
+    return {
+        msg.MESSAGING_SYSTEM: msg.MessagingSystemValues.KAFKA.value,
+        SERVER_ADDRESS: json.dumps(client._bootstrap_servers),
+        msg.MESSAGING_CLIENT_ID: client._client_id,
+    }
+
+
+def _producer_attributes(producer: Any) -> dict[str, Any]:
     """Attributes that depend only on the producer, cached on it."""
     cached: dict[str, Any] | None = producer.__dict__.get("_otel_span_attributes")
     if cached is None:
-        client = producer.client
         cached = {
-            "messaging.system": "kafka",
-            "server.address": json.dumps(client._bootstrap_servers),
-            "messaging.client.id": client._client_id,
-            "messaging.operation.name": "send",
-            "messaging.operation.type": "publish",
+            **_client_attributes(producer.client),
+            msg.MESSAGING_OPERATION_NAME: "send",
+            msg.MESSAGING_OPERATION_TYPE: msg.MessagingOperationTypeValues.PUBLISH.value,
         }
         producer.__dict__["_otel_span_attributes"] = cached
     return cached
+
+
+def _consumer_attributes(consumer: Any) -> dict[str, Any]:
+    """Attributes of every receive span of ``consumer``, cached on it."""
+    cached: dict[str, Any] | None = consumer.__dict__.get("_otel_span_attributes")
+    if cached is None:
+        cached = _client_attributes(consumer._client)
+        if consumer._group_id is not None:
+            cached[msg.MESSAGING_CONSUMER_GROUP_NAME] = consumer._group_id
+        cached |= {msg.MESSAGING_OPERATION_NAME: "receive", msg.MESSAGING_OPERATION_TYPE: _RECEIVE}
+        consumer.__dict__["_otel_span_attributes"] = cached
+    return cached
+
+
+def _key_text(key: object) -> str:
+    """A record key as the contrib writes it: UTF-8 text, else ``str()`` of the value."""
+    if isinstance(key, bytes):
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return str(key)
 
 
 def _traced_send(tracer: trace.Tracer, send: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,9 +142,9 @@ def _traced_send(tracer: trace.Tracer, send: Callable[..., Any]) -> Callable[...
     async def traced_send(self: Any, topic: str, value: Any = None, key: Any = None,
                           partition: int | None = None, timestamp_ms: int | None = None,
                           headers: Headers | None = None) -> Any:
-        attributes = {**_client_attributes(self), "messaging.destination.name": topic}
+        attributes = {**_producer_attributes(self), msg.MESSAGING_DESTINATION_NAME: topic}
         if key is not None:
-            attributes["messaging.kafka.message.key"] = (
+            attributes[msg.MESSAGING_KAFKA_MESSAGE_KEY] = (
                 key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
         span = start_span(tracer, f"{topic} send", None, SpanKind.PRODUCER, attributes)
         headers = [] if headers is None else headers
@@ -120,39 +178,122 @@ def _recording_partition(partition_of: Callable[..., int]) -> Callable[..., int]
     return _partition
 
 
-_contrib_send: Callable[..., Any] | None = None
+def _header_context(record: ConsumerRecord[Any, Any]) -> Context:
+    """The context in the record headers (empty without one); never raises."""
+    try:
+        return propagate.extract(record.headers, getter=kafka_headers_getter)
+    except Exception:  # a configured third-party propagator must not stop the consumer
+        _LOG.warning("trace context propagator raised; the receive span starts a new trace",
+                     exc_info=True)
+        return Context()
+
+
+def _receive_span(tracer: trace.Tracer, consumer: Any, record: ConsumerRecord[Any, Any]) -> Span:
+    """The ended ``"{topic} receive"`` span of one record."""
+    attributes = {**_consumer_attributes(consumer),
+                  msg.MESSAGING_DESTINATION_NAME: record.topic,
+                  msg.MESSAGING_DESTINATION_PARTITION_ID: str(record.partition),
+                  msg.MESSAGING_KAFKA_MESSAGE_OFFSET: record.offset,
+                  msg.MESSAGING_MESSAGE_ID: f"{record.topic}.{record.partition}.{record.offset}"}
+    if record.key is not None:
+        attributes[msg.MESSAGING_KAFKA_MESSAGE_KEY] = _key_text(record.key)
+    span = start_span(tracer, f"{record.topic} receive", _header_context(record),
+                      SpanKind.CONSUMER, attributes)
+    span.end()
+    return span
+
+
+def _batch_spans(tracer: trace.Tracer, consumer: Any,
+                 batch: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]) -> None:
+    """The spans of one ``getmany`` batch: poll span, per-partition spans, receive spans."""
+    common = _consumer_attributes(consumer)
+    topics = ", ".join(sorted({tp.topic for tp in batch}))
+    count = sum(len(records) for records in batch.values())
+    with tracer.start_as_current_span(f"{topics} receive", kind=SpanKind.CONSUMER,
+                                      attributes={**common,
+                                                  msg.MESSAGING_BATCH_MESSAGE_COUNT: count}):
+        for tp, records in batch.items():
+            attributes = {**common, msg.MESSAGING_DESTINATION_NAME: tp.topic,
+                          msg.MESSAGING_DESTINATION_PARTITION_ID: str(tp.partition),
+                          msg.MESSAGING_BATCH_MESSAGE_COUNT: len(records)}
+            with tracer.start_as_current_span(f"{tp.topic} receive", kind=SpanKind.CONSUMER,
+                                              attributes=attributes) as partition_span:
+                for record in records:
+                    received = _receive_span(tracer, consumer, record)
+                    partition_span.add_link(received.get_span_context())
+
+
+def _traced_getone(tracer: trace.Tracer, getone: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(getone)
+    async def traced_getone(self: Any, *partitions: TopicPartition) -> Any:
+        record = await getone(self, *partitions)
+        try:
+            _receive_span(tracer, self, record)
+        except Exception:  # the record is fetched: telemetry must not lose it
+            _LOG.exception("receive span of %s[%s]@%s failed; record returned",
+                           record.topic, record.partition, record.offset)
+        return record
+
+    return traced_getone
+
+
+def _traced_getmany(tracer: trace.Tracer, getmany: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(getmany)
+    async def traced_getmany(self: Any, *partitions: TopicPartition, **kwargs: Any) -> Any:
+        batch = await getmany(self, *partitions, **kwargs)
+        if batch:
+            try:
+                _batch_spans(tracer, self, batch)
+            except Exception:  # the records are fetched: telemetry must not lose them
+                _LOG.exception("receive spans of a batch failed; batch returned")
+        return batch
+
+    return traced_getmany
+
+
+#: (class, method, lean wrapper maker) of every contrib wrapper this module replaces.
+_TARGETS: tuple[tuple[type, str, Callable[[trace.Tracer, Callable[..., Any]],
+                                          Callable[..., Any]]], ...] = (
+    (aiokafka.AIOKafkaProducer, "send", _traced_send),
+    (aiokafka.AIOKafkaConsumer, "getone", _traced_getone),
+    (aiokafka.AIOKafkaConsumer, "getmany", _traced_getmany),
+)
+_contrib: dict[tuple[type, str], Callable[..., Any]] = {}
 _original_partition: Callable[..., int] | None = None
 
 
-def replace_send(tracer_provider: trace.TracerProvider | None = None) -> bool:
-    """Put the lean ``send`` in place of the contrib instrumentation's; False if the contrib
-    instrumentation is not applied (then nothing changes)."""
-    global _contrib_send, _original_partition
-    current = aiokafka.AIOKafkaProducer.__dict__["send"]
-    original = getattr(current, "__wrapped__", None)
-    if _contrib_send is not None or original is None:
-        return _contrib_send is not None
+def replace_contrib(tracer_provider: trace.TracerProvider | None = None) -> bool:
+    """Put the lean ``send``, ``getone`` and ``getmany`` in place of the contrib
+    instrumentation's; False if the contrib instrumentation is not applied (then nothing
+    changes)."""
+    global _original_partition
+    if _contrib:
+        return True
+    if getattr(aiokafka.AIOKafkaProducer.__dict__["send"], "__wrapped__", None) is None:
+        return False
     tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider)
-    _contrib_send = current
-    aiokafka.AIOKafkaProducer.send = _traced_send(tracer, original)
+    for cls, name, make in _TARGETS:
+        current = cls.__dict__[name]
+        _contrib[(cls, name)] = current
+        setattr(cls, name, make(tracer, current.__wrapped__))
     _original_partition = aiokafka.AIOKafkaProducer.__dict__["_partition"]
     aiokafka.AIOKafkaProducer._partition = _recording_partition(_original_partition)
     return True
 
 
-def restore_send() -> None:
-    """Put the contrib instrumentation's ``send`` back."""
-    global _contrib_send, _original_partition
-    if _contrib_send is not None:
-        aiokafka.AIOKafkaProducer.send = _contrib_send
-        _contrib_send = None
+def restore_contrib() -> None:
+    """Put the contrib instrumentation's wrappers and the producer's ``_partition`` back."""
+    global _original_partition
+    for (cls, name), wrapper in _contrib.items():
+        setattr(cls, name, wrapper)
+    _contrib.clear()
     if _original_partition is not None:
         aiokafka.AIOKafkaProducer._partition = _original_partition
         _original_partition = None
 
 
 class AiokafkaInstrumentor:
-    """Standalone mode's aiokafka instrumentation: the contrib's, then the lean ``send``."""
+    """Standalone mode's aiokafka instrumentation: the contrib's, then the lean wrappers."""
 
     def __init__(self) -> None:
         from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
@@ -166,8 +307,8 @@ class AiokafkaInstrumentor:
     def instrument(self, *, tracer_provider: trace.TracerProvider | None = None,
                    **kwargs: Any) -> None:
         self._contrib.instrument(tracer_provider=tracer_provider, **kwargs)
-        replace_send(tracer_provider)
+        replace_contrib(tracer_provider)
 
     def uninstrument(self) -> None:
-        restore_send()
+        restore_contrib()
         self._contrib.uninstrument()

@@ -21,13 +21,14 @@ Standalone mode (``python -m service``)
     aiokafka, asyncpg, FastAPI, httpx and redis (minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
     Call it before anything makes spans.
 
-FastAPI, Redis, Kafka producer and span export, lean
+FastAPI, Redis, Kafka clients and span export, lean
     In both modes FastAPI requests get their SERVER span from :mod:`otel._fastapi`, Redis
     commands their CLIENT span from :mod:`otel._redis` (the contrib instrumentations that the
-    distro applied are removed) and ``AIOKafkaProducer.send`` its PRODUCER span from
-    :mod:`otel._aiokafka` (the contrib's consumer spans stay): the same spans, at a fraction of
-    the contrib's CPU (the contrib ASGI middleware cost more than the request itself). Spans go
-    out over OTLP through :class:`otel._otlp.SpanExporter` (gRPC) or
+    distro applied are removed) and ``AIOKafkaProducer.send`` its PRODUCER span and
+    ``AIOKafkaConsumer.getone``/``getmany`` their CONSUMER spans from :mod:`otel._aiokafka`
+    (which also keeps a malformed header from stopping the consumer): the same spans, at a
+    fraction of the contrib's CPU (the contrib ASGI middleware cost more than the request
+    itself). Spans go out over OTLP through :class:`otel._otlp.SpanExporter` (gRPC) or
     :class:`otel._otlp.HttpSpanExporter` (HTTP/protobuf), the SDK exporters with a direct
     protobuf encoder (the reference encoder took about 60 us per span), behind
     :class:`otel._otlp.EncodingBatchSpanProcessor`, which encodes each span as it ends; in
@@ -413,7 +414,7 @@ def _adopt(
         if contrib.is_instrumented_by_opentelemetry:  # the distro's; ours makes the same spans
             contrib.uninstrument()
             _instrumentor(name).instrument(tracer_provider=tracer_provider)
-    aiokafka.replace_send(tracer_provider)  # only if the distro applied the contrib's
+    aiokafka.replace_contrib(tracer_provider)  # only if the distro applied the contrib's
     otlp.adopt(tracer_provider)
     _check_adopted(tracer_provider, tracer_provider.resource)
     return Telemetry(

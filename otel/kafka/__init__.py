@@ -41,9 +41,10 @@ Span relationships, with or without the aiokafka instrumentation:
   ``messaging.destination.partition.id``, ``messaging.kafka.offset``,
   ``messaging.consumer.group.name``, ``messaging.kafka.message.key`` (when UTF-8) and
   ``messaging.kafka.message.tombstone``.
-* The instrumentation's ``{topic} receive`` span (ended before ``getone`` returns, contrib
-  issue #3465) has the same parent, so it is a sibling of ``process``: no orphan, no duplicate.
-  ``process`` does not link to it: the instrumentation does not expose it.
+* The instrumentation's ``{topic} receive`` span (ended before ``getone`` returns, as the
+  contrib does, contrib issue #3465; made by :mod:`otel._aiokafka`) has the same parent, so it
+  is a sibling of ``process``: no orphan, no duplicate. ``process`` does not link to it: the
+  instrumentation does not expose it.
 * Use ``getone()``: the instrumentation's ``getmany()`` opens a batch ``receive`` span that
   starts a trace of its own.
 

@@ -85,12 +85,13 @@ def reset_faults(base: str) -> None:
     httpx.delete(f"{base}/admin/faults").raise_for_status()
 
 
-async def produce(topic: str, value: bytes, key: bytes) -> None:
-    """Produce one raw record (no trace context) and wait for the ack."""
+async def produce(topic: str, value: bytes, key: bytes,
+                  headers: list[tuple[str, bytes]] | None = None) -> None:
+    """Produce one raw record (no trace context unless in ``headers``); wait for the ack."""
     producer = AIOKafkaProducer(bootstrap_servers=live.KAFKA, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value=value, key=key)
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     finally:
         await producer.stop()
 

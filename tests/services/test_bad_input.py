@@ -191,3 +191,21 @@ async def test_malformed_kafka_events_go_to_the_dlq_with_their_reason(
     assert headers["dlq.error.message"]
     for port in (8010, 8011, 8012):
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("header", ["traceparent", "baggage"])
+async def test_a_header_that_is_not_utf8_never_stops_a_consumer(header: str) -> None:
+    """A record whose trace context header is not UTF-8 (the contrib aiokafka getter raised
+    out of getone on it) is dead-lettered like any malformed record, and the worker goes on to
+    the next one."""
+    key = f"bad-header-{uuid.uuid4().hex}".encode()
+    await kit.produce("conversation.events", b'{"session_id": 7}', key,
+                      headers=[(header, b"\xff\xfe")])
+    after = f"after-{uuid.uuid4().hex}".encode()
+    await kit.produce("conversation.events", b"[]", after)
+    record = await kit.find_record("conversation.events.dlq", key)
+    assert kit.headers_of(record)["dlq.error.type"] == "invalid_event"
+    assert record.headers[0] == (header, b"\xff\xfe")  # kept as it came
+    assert kit.headers_of(await kit.find_record("conversation.events.dlq", after))[
+        "dlq.error.type"] == "invalid_event"
+    assert httpx.get("http://127.0.0.1:8011/readyz").status_code == 200
