@@ -9,10 +9,14 @@ the shared machine hits both:
 
 * **plain**: ``producer.send_and_wait(topic, json.dumps(event).encode())``; consume =
   ``json.loads``.
-* **propagated**: each send inside a ``bench.request`` span, through ``send_event`` (headers +
-  body ``trace_context``); each consumed record inside ``process_span`` (context extracted,
-  CONSUMER span). Spans go to an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` and the
-  OTLP gRPC exporter to the shared collector (127.0.0.1:4317, ``service.name=bench-kafka``).
+* **propagated**: as in the services: the aiokafka instrumentation that
+  :func:`otel.configure` leaves in place (:class:`otel._aiokafka.AiokafkaInstrumentor`:
+  ``send`` and ``receive`` spans), each send inside a ``bench.request`` span, through
+  ``send_event`` (headers + body ``trace_context``); each consumed record inside
+  ``process_span`` (context extracted, CONSUMER span). Spans go to an SDK
+  ``TracerProvider`` with the span export that :func:`otel.configure` installs
+  (``otel._otlp.EncodingBatchSpanProcessor`` and its OTLP/gRPC exporter) to the shared
+  collector (127.0.0.1:4317, ``service.name=bench-kafka``).
 
 Figures: wall time and CPU time (``time.process_time``, the bench process only, so the
 exporter's thread included) per message, produce and consume, propagated / plain. CPU per
@@ -34,22 +38,23 @@ no spans. Topics are created per run (auto creation is off) and deleted afterwar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from bench.common import KAFKA, Context, Row, Section, timed
+from otel._aiokafka import AiokafkaInstrumentor
+from otel._otlp import EncodingBatchSpanProcessor, SpanExporter
 from otel.dlq import EventConsumer, InvalidEventError, PermanentError, dlq_topic
 from otel.kafka import process_span, send_event
 
@@ -57,11 +62,11 @@ POISON_EVERY = 10
 
 
 def provider() -> TracerProvider:
-    """SDK provider exporting to the shared collector in batches."""
+    """SDK provider exporting to the shared collector in batches, as otel.configure() does."""
     tp = TracerProvider(resource=Resource.create({"service.name": "bench-kafka",
                                                   "service.version": "bench"}))
-    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint="127.0.0.1:4317",
-                                                              insecure=True)))
+    tp.add_span_processor(EncodingBatchSpanProcessor(SpanExporter(endpoint="127.0.0.1:4317",
+                                                                  insecure=True)))
     return tp
 
 
@@ -150,6 +155,20 @@ async def consume(topic: str, n: int, offset: int,
         await consumer.stop()
 
 
+@contextlib.contextmanager
+def kafka_spans(tp: TracerProvider | None) -> Iterator[None]:
+    """The services' aiokafka instrumentation reporting to ``tp``; nothing when it is None."""
+    if tp is None:
+        yield
+        return
+    instrumentor = AiokafkaInstrumentor()
+    instrumentor.instrument(tracer_provider=tp)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
 async def propagation(ctx: Context, sec: Section) -> None:
     """Plain vs propagated produce and consume, two alternating rounds each."""
     n = 200 if ctx.smoke else 1500
@@ -160,17 +179,19 @@ async def propagation(ctx: Context, sec: Section) -> None:
                                       ("plain-p", "prop-p", "plain-c", "prop-c")}
     try:
         offset = 0
-        await produce(topic, 50, 0, tp)            # warm-up: connections, exporter, imports
-        await consume(topic, 50, 0, tp)
+        with kafka_spans(tp):  # warm-up: connections, exporter, imports
+            await produce(topic, 50, 0, tp)
+            await consume(topic, 50, 0, tp)
         offset = 50
         for _ in range(2):
             for label, provider_ in (("plain", None), ("prop", tp)):
-                w, c = await produce(topic, n // 2, offset, provider_)
-                totals[f"{label}-p"][0] += w
-                totals[f"{label}-p"][1] += c
-                w, c = await consume(topic, n // 2, offset, provider_)
-                totals[f"{label}-c"][0] += w
-                totals[f"{label}-c"][1] += c
+                with kafka_spans(provider_):
+                    w, c = await produce(topic, n // 2, offset, provider_)
+                    totals[f"{label}-p"][0] += w
+                    totals[f"{label}-p"][1] += c
+                    w, c = await consume(topic, n // 2, offset, provider_)
+                    totals[f"{label}-c"][0] += w
+                    totals[f"{label}-c"][1] += c
                 offset += n // 2
         tp.force_flush(10_000)
     finally:
@@ -187,9 +208,10 @@ async def propagation(ctx: Context, sec: Section) -> None:
     sec.notes.append(
         f"Propagation: {n} messages per variant (two alternating rounds of {n // 2}). "
         f"The propagated variant adds {added:.0f} us of CPU per message end to end "
-        "(parent span + inject + JSON trace_context on produce; extract + process span on "
-        "consume; span export in the SDK's batch thread). Per-message wall time is the "
-        "broker round trip of an acks=all send awaited one at a time, the same in both.")
+        "(parent span, send span, inject and JSON trace_context on produce; receive span, "
+        "extract and process span on consume; span export by the library's encoding batch "
+        "processor). Per-message wall time is the broker round trip of an acks=all send "
+        "awaited one at a time, the same in both.")
 
 
 def poison_value(i: int) -> bytes:
