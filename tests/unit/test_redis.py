@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel import _redis
+from tests.live import wait_until
 
 URL = "redis://127.0.0.1:6379/0"
 CONNECTION = {"db.system": "redis", "db.redis.database_index": 0, "server.address": "127.0.0.1",
@@ -63,20 +63,19 @@ def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
          "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     node = redis.Redis(port=port)
+
+    def assign_every_slot() -> bool:
+        assert process.poll() is None, f"redis-server --cluster-enabled on port {port} exited"
+        try:
+            node.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+        except redis.ConnectionError:
+            return False  # not listening yet
+        return True
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                node.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail(f"redis-server --cluster-enabled on port {port} did not start")
-                time.sleep(0.05)
-        while node.cluster("INFO")["cluster_state"] != "ok":
-            if time.monotonic() > deadline:
-                pytest.fail(f"the one-node cluster on port {port} never reached state ok")
-            time.sleep(0.05)
+        wait_until(assign_every_slot, bool, 20, f"redis-server on port {port}", interval=0.05)
+        wait_until(lambda: node.cluster("INFO")["cluster_state"], lambda state: state == "ok",
+                   20, f"the one-node cluster on port {port} in state ok", interval=0.05)
         yield port
     finally:
         node.close()
