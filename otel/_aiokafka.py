@@ -144,8 +144,7 @@ def _traced_send(tracer: trace.Tracer, send: Callable[..., Any]) -> Callable[...
                           headers: Headers | None = None) -> Any:
         attributes = {**_producer_attributes(self), msg.MESSAGING_DESTINATION_NAME: topic}
         if key is not None:
-            attributes[msg.MESSAGING_KAFKA_MESSAGE_KEY] = (
-                key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
+            attributes[msg.MESSAGING_KAFKA_MESSAGE_KEY] = _key_text(key)
         span = start_span(tracer, f"{topic} send", None, SpanKind.PRODUCER, attributes)
         headers = [] if headers is None else headers
         propagate.inject(headers, context=trace.set_span_in_context(span), setter=_SETTER)

@@ -222,10 +222,11 @@ async def test_with_aiokafka_instrumentation_the_trace_has_exactly_the_expected_
 async def test_lean_send_span_carries_the_contrib_attributes_and_the_partition_written_to(
     topics: Topics, telemetry: Telemetry
 ) -> None:
-    """The lean send span has exactly the contrib send span's attributes, its partition id the
-    one the record was written to (keyed over 4 partitions, or named by the caller)."""
+    """The lean send span has exactly the contrib send span's attributes (a key that is not
+    UTF-8 included), its partition id the one the record was written to (keyed over 4
+    partitions, or named by the caller)."""
     topic = await topics.create("lean-attributes", dlq=False, partitions=4)
-    keys = [f"k-{n}" for n in range(8)]
+    keys: list[str | bytes] = [f"k-{n}" for n in range(7)] + [b"\xff\x00"]
     tracer = telemetry.tracer_provider.get_tracer("tests")
     instrumentor = AIOKafkaInstrumentor()
     instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
