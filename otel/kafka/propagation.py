@@ -45,13 +45,8 @@ class KafkaHeadersGetter(textmap.Getter[Headers]):
 
     def get(self, carrier: Headers, key: str) -> list[str] | None:
         """Return the first header named ``key`` decoded as UTF-8, or None if unusable."""
-        value = _first_header(carrier, key)
-        if not isinstance(value, bytes) or len(value) > MAX_FIELD_BYTES:
-            return None
-        try:
-            return [value.decode("utf-8")]
-        except UnicodeDecodeError:
-            return None
+        text, _ = _header_text(_first_header(carrier, key))
+        return None if text is None else [text]
 
     def keys(self, carrier: Headers) -> list[str]:
         """Return the header keys in record order."""
@@ -216,15 +211,23 @@ def _header_carrier(headers: Headers) -> tuple[dict[str, str] | None, str]:
         return None, "missing"
     carrier: dict[str, str] = {}
     for field, value in first.items():
-        if not isinstance(value, bytes):
-            return None, "not_bytes"
-        if len(value) > MAX_FIELD_BYTES:
-            return None, "too_large"
-        try:
-            carrier[field] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None, "not_utf8"
+        text, problem = _header_text(value)
+        if text is None:
+            return None, problem
+        carrier[field] = text
     return carrier, ""
+
+
+def _header_text(value: object) -> tuple[str | None, str]:
+    """Return a header value as text, or None and why it is unusable (the reason label)."""
+    if not isinstance(value, bytes):
+        return None, "not_bytes"
+    if len(value) > MAX_FIELD_BYTES:
+        return None, "too_large"
+    try:
+        return value.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        return None, "not_utf8"
 
 
 def _body_carrier(body: object) -> tuple[dict[str, str] | None, str]:
