@@ -5,10 +5,13 @@
 * ``soma_trace_context_invalid_total{source,reason}`` (scope ``otel.kafka``): consumed records
   whose trace context was missing or unusable, so that their handler started a new trace;
   ``source`` is ``header``, ``body`` or ``none``.
-* ``soma_telemetry_heartbeat`` (scope ``otel``): an observable gauge that is 1 at every export,
-  registered by ``otel.configure()``. Its series disappearing is how the
-  ``ServiceTelemetryMissing`` alert tells a silent process from an idle one (whose other
-  series may legitimately never appear).
+* ``soma_telemetry_heartbeat_timestamp_seconds`` (scope ``otel``): an observable gauge whose
+  value is the Unix time of each metric collection, registered by ``otel.configure()`` (and so
+  by the distro in every service run under ``opentelemetry-instrument``). The collector's
+  exporter keeps serving the last value for a while after a process stops; ``time()`` minus
+  that value is how long the service has been silent, which is how the
+  ``ServiceTelemetryMissing`` alert tells a silent process from an idle one (whose other series
+  may legitimately never appear), for any job, with no job list.
 * ``soma_scrubbed_values_total{signal,rule}`` (scope ``otel``): values the scrubber redacted;
   ``signal`` is ``logs`` or ``traces``, ``rule`` the name of the scrubbing rule that matched (a
   fixed, small set), never the key itself, so the label stays low-cardinality.
@@ -21,6 +24,7 @@ to the global MeterProvider that is current when it is called.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Final, Literal
 
 from opentelemetry import metrics
@@ -59,10 +63,11 @@ class LibraryInstruments:
             description="Consumed records whose trace context was missing or malformed.",
         )
         self.heartbeat = meter.create_observable_gauge(
-            "soma_telemetry_heartbeat",
+            "soma_telemetry_heartbeat_timestamp_seconds",
             callbacks=[_beat],
-            unit="{heartbeat}",
-            description="1 at every metric export of a process set up by otel.configure()",
+            unit="s",
+            description="Unix time of the latest metric collection of a process set up by "
+            "otel.configure()",
         )
         self.scrubbed_values_counter = meter.create_counter(
             "soma_scrubbed_values_total",
@@ -84,7 +89,7 @@ class LibraryInstruments:
 
 
 def _beat(options: CallbackOptions) -> list[Observation]:
-    return [Observation(1)]
+    return [Observation(time.time())]
 
 
 _lock = threading.Lock()
