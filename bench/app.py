@@ -22,7 +22,8 @@ Variant (``$BENCH_VARIANT``), started by :mod:`bench.overhead`:
   :mod:`services.common.telemetry` does.
 * ``project-no-client-spans``, ``project-no-span-export`` - ``project`` minus one part (see
   :mod:`bench.overhead`).
-* ``otel-defaults`` - under ``opentelemetry-instrument`` with only the service name and the
+* ``otel-defaults`` - under ``opentelemetry-instrument`` with the contrib alone (not this
+  package's distro), only the service name and the
   endpoint set.
 * ``prometheus`` - the seed's prometheus_client ``track_request`` decorator on each route.
 

@@ -89,8 +89,14 @@ def command(variant: str, port: int = PORT) -> tuple[list[str], dict[str, str]]:
             "OTEL_RESOURCE_ATTRIBUTES": f"service.version=bench,service.instance.id={run_id}"}
         return instrument + app, env
     if variant == "otel-defaults":
+        # The contrib alone, as opentelemetry-distro sets it up: no distro of this package
+        # (OTEL_PYTHON_DISTRO names none, so its post-instrument step does nothing) and the four
+        # variables that opentelemetry-distro would default.
         env |= {"OTEL_SERVICE_NAME": "bench-app-defaults",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                "OTEL_PYTHON_DISTRO": "none", "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
         return instrument + app, env
     return app, env
 

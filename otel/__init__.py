@@ -1,7 +1,10 @@
 """SomaAgent's OpenTelemetry library: one-call setup, conventional spans, scrubbed JSON logs.
 
-Quick start (standalone; under ``opentelemetry-instrument`` the same call adds only what the
-library owns)::
+With the package installed, a service run under ``opentelemetry-instrument`` needs no code at
+all: the package's distro (:mod:`otel._distro`) sets it up before the service's first line.
+
+Quick start (standalone; under ``opentelemetry-instrument`` the same call returns the distro's
+setup)::
 
     import otel
 
@@ -13,7 +16,8 @@ The manual of each part is its module's docstring: :mod:`otel._setup` (modes, re
 sampling), :mod:`otel._config` (every setting and its environment variable),
 :mod:`otel._spans` (span conventions), :mod:`otel._logging` (JSON lines, OTLP logs),
 :mod:`otel._scrubbing` (what is redacted and how), :mod:`otel._instruments` and
-:mod:`otel._catalog` (metrics). ``docs/setup.md`` and ``docs/metrics.md`` are the user guides.
+:mod:`otel._catalog` (metrics), :mod:`otel._distro` (the distro), :mod:`otel.testing` (the
+``otel_capture`` pytest fixture). ``docs/setup.md`` and ``docs/metrics.md`` are the user guides.
 
 This module only re-exports.
 """

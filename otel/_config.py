@@ -27,6 +27,7 @@ from opentelemetry.semconv.attributes.service_attributes import (
 
 __all__ = [
     "INSTRUMENTATION_NAMES",
+    "LEAN_INSTRUMENTATION_SETTING",
     "SETTINGS",
     "ConfigurationError",
     "ExporterKind",
@@ -259,6 +260,12 @@ JSON_LOGS_SETTING: Setting[bool] = Setting(
     "write one JSON object per log record to stdout",
 )
 
+LEAN_INSTRUMENTATION_SETTING: Setting[bool] = Setting(
+    "lean_instrumentation", ("SOMA_LEAN_INSTRUMENTATION",), _parse_bool, True,
+    "use the library's lean FastAPI/Redis/Kafka instrumentation and span encoder where "
+    "otel._compat verified the installed versions; false keeps the contrib's",
+)
+
 SETTINGS: tuple[Setting[object], ...] = (  # type: ignore[assignment]
     SERVICE_NAME_SETTING,
     ENVIRONMENT_SETTING,
@@ -277,6 +284,7 @@ SETTINGS: tuple[Setting[object], ...] = (  # type: ignore[assignment]
     DISABLED_INSTRUMENTATIONS_SETTING,
     LOG_LEVEL_SETTING,
     JSON_LOGS_SETTING,
+    LEAN_INSTRUMENTATION_SETTING,
 )
 
 
@@ -303,6 +311,7 @@ class Settings:
     disabled_instrumentations: frozenset[str]
     log_level: int
     json_logs: bool
+    lean_instrumentation: bool
 
     def signal_endpoint(self, signal: Literal["traces", "metrics", "logs"]) -> str:
         """The URL one exporter sends to: the base URL for gRPC, ``<base>/v1/<signal>`` for HTTP."""
@@ -371,4 +380,5 @@ def resolve_settings(
             )
         ),
         json_logs=JSON_LOGS_SETTING.resolve(json_logs, env),
+        lean_instrumentation=LEAN_INSTRUMENTATION_SETTING.resolve(None, env),
     )

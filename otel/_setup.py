@@ -1,5 +1,11 @@
 """``otel.configure()``: one call that sets up traces, metrics and logs, in one of two modes.
 
+Distro mode (the package installed, ``opentelemetry-instrument python app.py``)
+    :mod:`otel._distro`'s post-instrument hook calls :func:`configure_for_distro`, which is the
+    instrumented mode below, before the application runs; the application need not import the
+    library. A later ``configure()`` in the application returns that same :class:`Telemetry`
+    and only adds its ``additional_span_processors`` and ``additional_log_processors``.
+
 Instrumented mode (``opentelemetry-instrument python -m service``)
     The distro has already installed SDK providers (from ``OTEL_*``) and instrumented the
     libraries. ``configure()`` detects the SDK ``TracerProvider`` and adds only what the library
@@ -36,6 +42,9 @@ FastAPI, Redis, Kafka clients and span export, lean
     built from the same ``OTEL_*`` variables. Spans of the library's own instrumentation are
     made by :func:`otel._sdk.start_span` (the SDK's span class, without its generic
     constructor's copies). Figures before and after: ``docs/benchmarks.md``.
+    Each lean module is used only where :func:`otel._compat.lean_supported` finds the upstream
+    versions it was verified against (outside them: one warning, and the contrib's module) and
+    ``SOMA_LEAN_INSTRUMENTATION`` is not ``false`` (then the contrib's everywhere).
 
 Resource
     ``service.name`` (= Prometheus ``job``), ``service.version``, ``service.instance.id`` (a uuid4
@@ -94,6 +103,7 @@ from opentelemetry.semconv.attributes.service_attributes import (
 )
 
 from otel import _aiokafka as aiokafka
+from otel import _compat
 from otel import _otlp as otlp
 from otel._config import (
     INSTRUMENTATION_NAMES,
@@ -107,7 +117,7 @@ from otel._instruments import library_instruments
 from otel._logging import JsonFormatter, OtlpLoggingHandler, ScrubbingFilter
 from otel._scrubbing import ScrubbingSpanProcessor
 
-__all__ = ["Mode", "Telemetry", "configure"]
+__all__ = ["Mode", "Telemetry", "configure", "configure_for_distro"]
 
 Mode = Literal["standalone", "instrumented"]
 _SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
@@ -145,6 +155,9 @@ class Telemetry:
     meter_provider: MeterProvider
     logger_provider: LoggerProvider
     instrumented: tuple[str, ...] = ()
+    #: Set up by the distro's post-instrument hook (:func:`configure_for_distro`).
+    by_distro: bool = False
+    _applied: list[Any] = field(default_factory=list, repr=False)
     _handlers: list[logging.Handler] = field(default_factory=list, repr=False)
     _filtered: list[logging.Handler] = field(default_factory=list, repr=False)
     _filter: ScrubbingFilter = field(default_factory=ScrubbingFilter, repr=False)
@@ -185,8 +198,8 @@ class Telemetry:
         for handler in self._filtered:
             handler.removeFilter(self._filter)
         if self.mode == "standalone":
-            for name in self.instrumented:
-                _instrumentor(name).uninstrument()
+            for instrumentor in self._applied:
+                instrumentor.uninstrument()
             self.tracer_provider.shutdown()
             self.logger_provider.shutdown()
             self.meter_provider.shutdown()
@@ -203,9 +216,19 @@ def _instrument(
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
-def _instrumentor(name: str) -> Any:
-    module, cls = _INSTRUMENTORS[name]
+def _instrumentor(name: str, lean: bool = True) -> Any:
+    """The instrumentor of ``name``: the library's lean one, or with ``lean=False`` the contrib's
+    it replaces (the same for libraries the library has no lean module of)."""
+    module, cls = _INSTRUMENTORS[name] if lean or name not in _REPLACED else _REPLACED[name]
+    if name == "aiokafka" and not lean:
+        module, cls = "opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"
     return getattr(import_module(module), cls)() if cls else _Lean(import_module(module))
+
+
+def _lean(name: str, settings: Settings) -> bool:
+    """Whether the library's lean module ``name`` is to be used (setting and version check)."""
+    return (name in _compat.VERIFIED and settings.lean_instrumentation
+            and _compat.lean_supported(name))
 
 
 class _Lean:
@@ -236,13 +259,13 @@ _EXPORTERS: dict[Signal, tuple[type[Any], str, str]] = {
 }
 
 
-def _exporter(signal: Signal, kind: ExporterKind, settings: Settings) -> Any:
+def _exporter(signal: Signal, kind: ExporterKind, settings: Settings, lean: bool = False) -> Any:
     """The exporter of ``signal``: console, or OTLP over the configured protocol (spans with
-    the library's encoder, :mod:`otel._otlp`)."""
+    ``lean``: with the library's encoder, :mod:`otel._otlp`)."""
     console, module, cls = _EXPORTERS[signal]
     if kind == "console":
         return console()
-    if signal == "traces":
+    if signal == "traces" and lean:
         span_exporter = otlp.SpanExporter if settings.protocol == "grpc" else otlp.HttpSpanExporter
         return span_exporter(**_otlp_args(settings, signal))
     transport = "grpc" if settings.protocol == "grpc" else "http"
@@ -325,7 +348,10 @@ def configure(
     aiokafka, asyncpg, fastapi, httpx, redis minus ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
     The ``additional_*`` processors and readers are added to the providers (span and log
     processors in both modes; metric readers only in standalone mode, since a MeterProvider's
-    readers are fixed when it is created).
+    readers are fixed when it is created). Where the distro already set the process up
+    (:func:`configure_for_distro`), the call returns that :class:`Telemetry`, adds only the
+    ``additional_*`` processors, and ignores the other keywords (the distro read the same
+    settings from the environment).
 
     Raises :class:`~otel.ConfigurationError` for unusable settings and ``RuntimeError`` when
     called again in the same process without ``shutdown()``, or after a standalone setup (the
@@ -333,6 +359,10 @@ def configure(
     """
     global _active
     with _state_lock:
+        if _active is not None and _active.by_distro:
+            return _add_to_distro_setup(
+                _active, additional_span_processors, additional_metric_readers,
+                additional_log_processors)
         if _active is not None:
             raise RuntimeError(
                 "otel.configure() was already called; call shutdown() on its Telemetry first"
@@ -381,6 +411,31 @@ def configure(
     return telemetry
 
 
+def configure_for_distro() -> Telemetry:
+    """``configure()`` as the distro's post-instrument hook runs it (:mod:`otel._distro`)."""
+    telemetry = configure()
+    telemetry.by_distro = True
+    return telemetry
+
+
+def _add_to_distro_setup(
+    telemetry: Telemetry,
+    span_processors: Sequence[SpanProcessor],
+    metric_readers: Sequence[MetricReader],
+    log_processors: Sequence[LogRecordProcessor],
+) -> Telemetry:
+    if metric_readers:
+        raise ConfigurationError(
+            "additional_metric_readers cannot be added to a MeterProvider that already exists "
+            "(the distro set this process up)"
+        )
+    for processor in span_processors:
+        telemetry.tracer_provider.add_span_processor(processor)
+    for log_processor in log_processors:
+        telemetry.logger_provider.add_log_record_processor(log_processor)
+    return telemetry
+
+
 def _adopt(
     settings: Settings,
     span_processors: Sequence[SpanProcessor],
@@ -410,12 +465,16 @@ def _adopt(
     for log_processor in log_processors:
         logger_provider.add_log_record_processor(log_processor)
     for name, (module, cls) in _REPLACED.items():
+        if not _lean(name, settings):
+            continue
         contrib = getattr(import_module(module), cls)()
         if contrib.is_instrumented_by_opentelemetry:  # the distro's; ours makes the same spans
             contrib.uninstrument()
             _instrumentor(name).instrument(tracer_provider=tracer_provider)
-    aiokafka.replace_contrib(tracer_provider)  # only if the distro applied the contrib's
-    otlp.adopt(tracer_provider)
+    if _lean("aiokafka", settings):
+        aiokafka.replace_contrib(tracer_provider)  # only if the distro applied the contrib's
+    if _lean("otlp", settings):
+        otlp.adopt(tracer_provider)
     _check_adopted(tracer_provider, tracer_provider.resource)
     return Telemetry(
         mode="instrumented",
@@ -450,7 +509,8 @@ def _install(
     tracer_provider = TracerProvider(sampler=DEFAULT_ON, resource=resource, shutdown_on_exit=False)
     tracer_provider.add_span_processor(ScrubbingSpanProcessor())
     if settings.traces_exporter != "none":
-        exporter = _exporter("traces", settings.traces_exporter, settings)
+        exporter = _exporter("traces", settings.traces_exporter, settings,
+                             lean=_lean("otlp", settings))
         batch = (otlp.EncodingBatchSpanProcessor
                  if isinstance(exporter, otlp.SpanExporter | otlp.HttpSpanExporter)
                  else BatchSpanProcessor)
@@ -496,13 +556,18 @@ def _install(
     _owned_providers.append(tracer_provider)
 
     instrumented: list[str] = []
+    applied: list[Any] = []
     for name in names:
-        instrumentor = _instrumentor(name)
+        try:
+            instrumentor = _instrumentor(name, lean=_lean(name, settings))
+        except ModuleNotFoundError:  # the library or its instrumentation is not installed
+            continue
         if instrumentor.is_instrumented_by_opentelemetry:
             continue
         _instrument(instrumentor, name, tracer_provider, meter_provider)
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumented.append(name)
+            applied.append(instrumentor)
     return Telemetry(
         mode="standalone",
         settings=settings,
@@ -511,6 +576,7 @@ def _install(
         meter_provider=meter_provider,
         logger_provider=logger_provider,
         instrumented=tuple(instrumented),
+        _applied=applied,
     )
 
 

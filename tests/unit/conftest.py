@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.util._once import Once
 
+import otel._distro
 import otel._instruments
 import otel._setup
 
@@ -43,6 +44,7 @@ def _reset_globals() -> None:
     otel._instruments._cached = None
     otel._setup._active = None
     otel._setup._owned_providers.clear()
+    otel._distro._selected = False
 
 
 @pytest.fixture
