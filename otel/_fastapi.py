@@ -2,31 +2,69 @@
 
 Why not the contrib instrumentation
     ``opentelemetry-instrumentation-fastapi`` wraps the app in the generic ASGI middleware:
-    it decodes every header, collects both the old and the stable semantic-convention
-    attributes, matches the route a second time, and wraps ``send`` and ``receive``. Even with
-    its ASGI child spans and its metrics off, that cost 150-300 us of CPU per request on the
-    benchmark machine, more than the rest of the request (``docs/benchmarks.md``). The
-    collector derives ``http_requests_total`` and ``http_request_duration_seconds`` from the
-    SERVER span alone, so this module makes only that span, as cheaply as the SDK allows.
+    it decodes every header, matches the route a second time, wraps ``send`` and ``receive``
+    and makes a child span for each ASGI message. Even with its ASGI child spans and its
+    metrics off, that cost 150-300 us of CPU per request on the benchmark machine, more than
+    the rest of the request (``docs/benchmarks.md``). The collector derives
+    ``http_requests_total`` and ``http_request_duration_seconds`` from the SERVER span alone,
+    so this module makes only that span, as cheaply as the SDK allows.
 
-What the span carries (stable HTTP semantic conventions)
-    Name ``"{method} {route}"`` (``"{method}"`` when no route matched). At start:
-    ``http.request.method`` (``_OTHER`` plus ``http.request.method_original`` for unknown
-    methods), ``url.scheme``, ``url.path``, ``url.query`` (when present; the scrubber redacts
-    secrets in it), ``server.address`` and ``server.port`` (from ``Host``, else the socket),
-    ``client.address``, ``client.port``, ``network.protocol.version``, ``user_agent.original``.
-    At the end: ``http.route`` (FastAPI's route template, e.g.
-    ``/v1/sessions/{session_id}/messages``), ``http.response.status_code``. A 5xx answer sets
-    status ERROR and ``error.type`` to the status code; an exception escaping the app records
-    an ``exception`` event, status ERROR and ``error.type`` = its qualified class name. 4xx
-    answers are not errors of a server span. The status description is the exception's class
-    name only: its message goes into the event, where the scrubber redacts secrets.
+What the span carries: the contrib's SERVER span, with the differences listed below
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` is read as the contrib reads it (its
+    ``_OpenTelemetrySemanticConventionStability`` helper, at :func:`instrument`): unset (the
+    old HTTP conventions), ``http`` (the stable ones; the services run with it) or
+    ``http/dup`` (both). The tracer's schema URL is the contrib's for the mode.
+    Name ``"{method} {route}"`` (``"{method}"`` when no route matched; ``HTTP`` for a method
+    outside the HTTP set, as the contrib's ``sanitize_method`` decides, which also honours
+    ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS``).
+    Stable attributes: ``http.request.method`` (``_OTHER`` plus
+    ``http.request.method_original`` for unknown methods), ``url.scheme``, ``url.path``,
+    ``url.query`` (when present; the scrubber redacts secrets in it), ``server.address`` and
+    ``server.port``, ``client.address``, ``client.port``, ``network.protocol.version``,
+    ``user_agent.original``; at the end ``http.route`` (FastAPI's route template, e.g.
+    ``/v1/sessions/{session_id}/messages``) and ``http.response.status_code``.
+    Old attributes (unset or ``http/dup``), with the contrib's values: ``http.scheme``,
+    ``http.host`` and ``net.host.port`` (the socket's), ``http.flavor``, ``http.target``,
+    ``http.url`` (credentials and signature parameters redacted as the contrib does),
+    ``http.method``, ``http.server_name``, ``http.user_agent``, ``net.peer.ip``,
+    ``net.peer.port``, ``http.route``, ``http.status_code``. Both: ``user_agent.synthetic_type``
+    (``test``/``bot``) when the user agent says so.
+    Status: ERROR for a status code the contrib's ``http_status_to_status_code`` calls an
+    error for a server (5xx; 4xx answers are not errors of a server span), with
+    ``error.type`` = the status code in the stable modes. An exception escaping the app after
+    its 500 answer (FastAPI's ``ServerErrorMiddleware`` answers, then re-raises) adds an
+    ``exception`` event, as the contrib does.
+
+Differences from the contrib (deliberate; ``docs/conventions.md`` lists them too)
+    * ``server.address``/``server.port`` (stable modes) come from the ``Host`` header (its
+      port, else the scheme's default), else the socket, as the stable conventions say; the
+      contrib writes the socket's ``"host:port"`` text into ``server.address`` and the socket's
+      port into ``server.port``.
+    * The route is FastAPI's template (``path_format``): a Starlette path converter
+      (``{id:int}``) is not part of it; the contrib writes the route's raw path.
+    * An exception escaping before any answer was sent (a streaming body that fails
+      midway, or no answer at all): status ERROR described by the exception's class name
+      only (the message stays in the ``exception`` event, where the scrubber sees it), and in
+      the stable modes ``error.type`` = its qualified class name; a request that ends without
+      an answer and without an exception gets ``error.type`` = ``incomplete_response``. The
+      contrib puts ``"{class}: {message}"`` into the status description and no ``error.type``.
+    * Instrumentation scope ``otel.fastapi``; no ASGI ``receive``/``send`` child spans and no
+      HTTP metrics (the collector derives them from the span).
 
 Context
     The parent is extracted from the request headers with the global propagator
     (``OTEL_PROPAGATORS``, W3C trace context and baggage by default); a malformed
-    ``traceparent`` starts a new trace. The span is current while the app runs, so Redis,
-    Kafka and other client spans are its children.
+    ``traceparent`` starts a new trace. When a span is already current (an app called
+    in-process inside a span), the span is an INTERNAL child of it, as with the contrib.
+    The span is current while the app runs, so Redis, Kafka and other client spans are its
+    children.
+
+Failures of the telemetry itself
+    Whatever this module's own code raises (extracting the context, building attributes,
+    starting or ending the span) is caught: the app runs exactly once with the request and
+    its answer and exceptions reach the server unchanged; the span is dropped (or ended as far
+    as it got), and the first failure is logged at WARNING on the ``otel`` logger
+    (:func:`otel._sdk.telemetry_failed`).
 
 Scope
     HTTP requests only. WebSocket connections and lifespan events pass through untraced.
@@ -48,13 +86,24 @@ Usage
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI
 from opentelemetry import context, propagate, trace
+from opentelemetry.instrumentation._semconv import (
+    _get_schema_url,
+    _OpenTelemetrySemanticConventionStability,
+    _OpenTelemetryStabilitySignalType,
+    _report_new,
+    _report_old,
+    _StabilityMode,
+)
+from opentelemetry.instrumentation.utils import http_status_to_status_code
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -69,9 +118,15 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from opentelemetry.util.http import ExcludeList, parse_excluded_urls
+from opentelemetry.util.http import (
+    ExcludeList,
+    detect_synthetic_user_agent,
+    parse_excluded_urls,
+    redact_url,
+    sanitize_method,
+)
 
-from otel._sdk import start_span
+from otel._sdk import start_span, telemetry_failed
 from otel._spans import error_type_of
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -82,12 +137,33 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGICall = Callable[[FastAPI, Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_NAME = "otel.fastapi"
+_MODULE = "fastapi"
 #: FastAPI's opt-out key: with it in the scope, FastAPI's built-in telemetry stays out.
 _FASTAPI_TELEMETRY_KEY = "fastapi.telemetry"
-_KNOWN_METHODS = frozenset(
-    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
-)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The old conventions' names (opentelemetry.semconv._incubating; spelled out, they are few).
+_HTTP_SCHEME, _HTTP_HOST, _NET_HOST_PORT = "http.scheme", "http.host", "net.host.port"
+_HTTP_FLAVOR, _HTTP_TARGET, _HTTP_URL = "http.flavor", "http.target", "http.url"
+_HTTP_METHOD, _HTTP_SERVER_NAME, _HTTP_USER_AGENT = "http.method", "http.server_name", (
+    "http.user_agent")
+_NET_PEER_IP, _NET_PEER_PORT, _HTTP_STATUS_CODE = "net.peer.ip", "net.peer.port", (
+    "http.status_code")
+_USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic_type"
+
+
+class _Mode(NamedTuple):
+    """Which attribute sets the span carries (``OTEL_SEMCONV_STABILITY_OPT_IN``)."""
+
+    old: bool
+    new: bool
+
+
+def _text(value: bytes) -> str:
+    """A header value as the contrib's ASGI getter decodes it (UTF-8, else escapes)."""
+    try:
+        return value.decode("utf-8")
+    except ValueError:
+        return value.decode("unicode_escape")
 
 
 class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
@@ -95,11 +171,11 @@ class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
 
     def get(self, carrier: list[tuple[bytes, bytes]], key: str) -> list[str] | None:
         name = key.lower().encode("latin-1")
-        values = [value.decode("latin-1") for field, value in carrier if field == name]
+        values = [_text(value) for field, value in carrier if field == name]
         return values or None
 
     def keys(self, carrier: list[tuple[bytes, bytes]]) -> list[str]:
-        return [field.decode("latin-1") for field, _ in carrier]
+        return [_text(field) for field, _ in carrier]
 
 
 _GETTER = _HeaderGetter()
@@ -108,7 +184,7 @@ _GETTER = _HeaderGetter()
 @functools.lru_cache(maxsize=256)
 def _host_port(host: bytes, scheme: str) -> tuple[str, int]:
     """``server.address`` and ``server.port`` from a ``Host`` header (cached: it repeats)."""
-    text = host.decode("latin-1")
+    text = _text(host)
     if text.startswith("["):  # an IPv6 literal, [::1]:8080
         address, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -117,75 +193,170 @@ def _host_port(host: bytes, scheme: str) -> tuple[str, int]:
     return address, int(port) if port.isdigit() else _DEFAULT_PORTS.get(scheme, 80)
 
 
-def _request_attributes(scope: Scope, method: str) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        HTTP_REQUEST_METHOD: method if method in _KNOWN_METHODS else "_OTHER",
-        URL_SCHEME: scope.get("scheme", "http"),
-        URL_PATH: scope["path"],
-    }
-    if method not in _KNOWN_METHODS:
-        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
-    if scope.get("query_string"):
-        attributes[URL_QUERY] = scope["query_string"].decode("latin-1")
+@functools.lru_cache(maxsize=256)
+def _user_agent(raw: bytes) -> tuple[str, str | None]:
+    """The user agent text and its synthetic type (``test``, ``bot`` or None); cached."""
+    text = _text(raw)
+    return text, detect_synthetic_user_agent(text)
+
+
+def _int(value: object) -> int | None:
+    """``value`` as the contrib's ``set_int_attribute`` stores it (None: not stored)."""
+    if not value:
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        return None
+
+
+def _request_attributes(scope: Scope, method: str, mode: _Mode) -> dict[str, Any]:
+    """The attributes the contrib's ``collect_request_attributes`` gives the span at start
+    (see the module docstring for ``server.address``/``server.port``)."""
+    attributes: dict[str, Any] = {}
+    scheme = scope.get("scheme")
+    path = scope.get("path")
+    raw_query = scope.get("query_string")
+    query = raw_query.decode("utf-8", "replace") if raw_query else ""
     host = user_agent = None
+    hosts: list[bytes] = []
     for field, value in scope["headers"]:
         if field == b"host":
-            host = value
-        elif field == b"user-agent":
+            hosts.append(value)
+        elif field == b"user-agent" and user_agent is None:
             user_agent = value
-    if host:
-        attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = _host_port(
-            host, attributes[URL_SCHEME])
-    elif scope.get("server"):
-        attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = scope["server"][:2]
-    if scope.get("client"):
-        attributes[CLIENT_ADDRESS], attributes[CLIENT_PORT] = scope["client"][:2]
-    if scope.get("http_version"):
-        attributes[NETWORK_PROTOCOL_VERSION] = scope["http_version"]
-    if user_agent:
-        attributes[USER_AGENT_ORIGINAL] = user_agent.decode("latin-1")
-    return attributes
+    host = hosts[0] if hosts else None
+    server = scope.get("server") or ("0.0.0.0", 80)
+    server_port = server[1]
+    if mode.new:
+        if scheme:
+            attributes[URL_SCHEME] = scheme
+        if host:
+            attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = _host_port(
+                host, scheme or "http")
+        elif scope.get("server"):
+            attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server[0], _int(server_port)
+    if mode.old:
+        server_host = server[0] + (f":{server_port}" if str(server_port) != "80" else "")
+        if scheme:
+            attributes[_HTTP_SCHEME] = scheme
+        if server_host:
+            attributes[_HTTP_HOST] = server_host
+        if _int(server_port) is not None:
+            attributes[_NET_HOST_PORT] = _int(server_port)
+    version = scope.get("http_version")
+    if version:
+        if mode.old:
+            attributes[_HTTP_FLAVOR] = version
+        if mode.new:
+            attributes[NETWORK_PROTOCOL_VERSION] = version
+    if path:
+        if mode.old:
+            attributes[_HTTP_TARGET] = path
+        if mode.new:
+            attributes[URL_PATH] = path
+            if query:
+                attributes[URL_QUERY] = query
+    if mode.old:
+        url_host = _text(host) if host else server_host
+        url = f"{scope.get('scheme', 'http')}://{url_host}{path or ''}"
+        if query:
+            url += "?" + urllib.parse.unquote(query)
+        attributes[_HTTP_URL] = redact_url(url)
+    stripped, normalized = method.strip(), sanitize_method(method).strip()
+    if method:
+        if mode.new and stripped != normalized:
+            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = stripped
+        if mode.old:
+            attributes[_HTTP_METHOD] = normalized
+        if mode.new:
+            attributes[HTTP_REQUEST_METHOD] = normalized
+    if hosts and mode.old:
+        attributes[_HTTP_SERVER_NAME] = ",".join(_text(h) for h in hosts)
+    if user_agent is not None:
+        text, synthetic = _user_agent(user_agent)
+        if text:
+            if mode.old:
+                attributes[_HTTP_USER_AGENT] = text
+            if mode.new:
+                attributes[USER_AGENT_ORIGINAL] = text
+        if synthetic:
+            attributes[_USER_AGENT_SYNTHETIC_TYPE] = synthetic
+    client = scope.get("client")
+    if client is not None:
+        address, port = client[0], _int(client[1])
+        if address:
+            if mode.old:
+                attributes[_NET_PEER_IP] = address
+            if mode.new:
+                attributes[CLIENT_ADDRESS] = address
+        if port is not None:
+            if mode.old:
+                attributes[_NET_PEER_PORT] = port
+            if mode.new:
+                attributes[CLIENT_PORT] = port
+    return {key: value for key, value in attributes.items() if value is not None}
 
 
-def _server_spans(call: ASGICall, tracer: Tracer, excluded: ExcludeList | None) -> ASGICall:
+class _Request(NamedTuple):
+    """A traced request's span, the context token to detach, and its method."""
+
+    span: trace.Span
+    token: object
+    method: str
+
+
+def _start(tracer: Tracer, mode: _Mode, scope: Scope) -> _Request:
+    """Extract the parent, start the span and make it current (the contrib's
+    ``_start_internal_or_server_span``: INTERNAL under an already current span)."""
+    method = scope["method"]
+    normalized = sanitize_method(method.strip())
+    if trace.get_current_span() is trace.INVALID_SPAN:
+        parent = propagate.extract(scope["headers"], getter=_GETTER)
+        kind = SpanKind.SERVER
+    else:
+        parent = context.get_current()
+        kind = SpanKind.INTERNAL
+    name = "HTTP" if normalized == "_OTHER" else normalized
+    span = start_span(tracer, name, parent, kind, _request_attributes(scope, method, mode))
+    return _Request(span, context.attach(trace.set_span_in_context(span, parent)), name)
+
+
+def _server_spans(call: ASGICall, tracer: Tracer, excluded: ExcludeList | None,
+                  mode: _Mode) -> ASGICall:
     """``call`` (``FastAPI.__call__``) with a SERVER span around each HTTP request; a plain
     function, so that it binds as a method with no extra coroutine per request."""
 
     async def __call__(app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
-        if app.__dict__.get("_is_instrumented_by_opentelemetry"):
-            _remove_contrib(app)
-        if scope["type"] != "http" or _FASTAPI_TELEMETRY_KEY in scope:
-            if scope["type"] == "websocket":
+        request: _Request | None = None
+        try:
+            if app.__dict__.get("_is_instrumented_by_opentelemetry"):
+                _remove_contrib(app)
+            if scope["type"] == "http" and _FASTAPI_TELEMETRY_KEY not in scope:
+                scope[_FASTAPI_TELEMETRY_KEY] = None
+                if excluded is None or not excluded.url_disabled(_url(scope)):
+                    request = _start(tracer, mode, scope)
+            elif scope["type"] == "websocket":
                 scope.setdefault(_FASTAPI_TELEMETRY_KEY, None)
+        except Exception:
+            telemetry_failed(_MODULE, "starting the request span")
+        if request is None:
             await call(app, scope, receive, send)
             return
-        scope[_FASTAPI_TELEMETRY_KEY] = None
-        if excluded is not None and excluded.url_disabled(_url(scope)):
-            await call(app, scope, receive, send)
-            return
-        method = scope["method"]
-        headers = scope["headers"]
-        parent = propagate.extract(headers, getter=_GETTER)
-        span = start_span(
-            tracer, method, parent, SpanKind.SERVER, _request_attributes(scope, method))
-        token = context.attach(trace.set_span_in_context(span, parent))
         status_code = 0
 
         async def send_status(message: MutableMapping[str, Any]) -> None:
             nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
+            if message.get("type") == "http.response.start":
+                status_code = message.get("status") or 0
             await send(message)
 
-        error: BaseException | None = None
         try:
             await call(app, scope, receive, send_status)
         except BaseException as exc:
-            error = exc
+            _end(request, scope, status_code, exc, mode)
             raise
-        finally:
-            _finish(span, scope, method, status_code, error)
-            context.detach(token)
+        _end(request, scope, status_code, None, mode)
 
     return __call__
 
@@ -202,32 +373,54 @@ def _remove_contrib(app: FastAPI) -> None:
 
 
 def _url(scope: Scope) -> str:
-    host = next((v for f, v in scope["headers"] if f == b"host"), b"").decode("latin-1")
-    query = scope.get("query_string", b"").decode("latin-1")
+    host = _text(next((v for f, v in scope["headers"] if f == b"host"), b""))
+    query = scope.get("query_string", b"").decode("utf-8", "replace")
     url = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
     return f"{url}?{query}" if query else url
 
 
-def _finish(
-    span: trace.Span, scope: Scope, method: str, status_code: int, error: BaseException | None
-) -> None:
+def _end(request: _Request, scope: Scope, status_code: int, error: BaseException | None,
+         mode: _Mode) -> None:
+    """Finish the span; never raises (a failure is reported and the span ended if possible)."""
+    try:
+        _finish(request.span, scope, request.method, status_code, error, mode)
+    except Exception:
+        telemetry_failed(_MODULE, "ending the request span")
+        with contextlib.suppress(Exception):  # already reported; else the span is dropped
+            request.span.end()
+    finally:
+        context.detach(request.token)  # type: ignore[arg-type]
+
+
+def _finish(span: trace.Span, scope: Scope, name: str, status_code: int,
+            error: BaseException | None, mode: _Mode) -> None:
     attributes: dict[str, Any] = {}
     route = getattr(scope.get("route"), "path_format", None)
     if route:
         attributes[HTTP_ROUTE] = route
-        span.update_name(f"{method if method in _KNOWN_METHODS else 'HTTP'} {route}")
-    elif method not in _KNOWN_METHODS:
-        span.update_name("HTTP")
+        span.update_name(f"{name} {route}")
     if status_code:
-        attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
-    if error is not None:
-        attributes[ERROR_TYPE] = error_type_of(error)
+        if mode.old:
+            attributes[_HTTP_STATUS_CODE] = status_code
+        if mode.new:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
+    failed = http_status_to_status_code(status_code, server_span=True) is StatusCode.ERROR
+    if status_code and failed:
+        if mode.new:
+            attributes[ERROR_TYPE] = str(status_code)
+        if error is not None:
+            span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR))
+    elif error is not None:
+        if mode.new:
+            attributes[ERROR_TYPE] = error_type_of(error)
         span.record_exception(error)
         # The message stays in the exception event, whose attributes the scrubber sees; a
         # status description is exported as is.
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-    elif status_code >= 500 or not status_code:
-        attributes[ERROR_TYPE] = str(status_code) if status_code else "incomplete_response"
+    elif not status_code:
+        if mode.new:
+            attributes[ERROR_TYPE] = "incomplete_response"
         span.set_status(Status(StatusCode.ERROR))
     span.set_attributes(attributes)
     span.end()
@@ -243,16 +436,25 @@ def _excluded_urls() -> ExcludeList | None:
     return parse_excluded_urls(raw) if raw and raw.strip() else None
 
 
+def _opt_in_mode() -> _StabilityMode:
+    """The HTTP ``OTEL_SEMCONV_STABILITY_OPT_IN`` mode, read as the contrib reads it."""
+    _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
+    return _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
+        _OpenTelemetryStabilitySignalType.HTTP)
+
+
 def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
     """Trace every FastAPI app's HTTP requests (see the module docstring); idempotent."""
     global _original_call
     if _original_call is not None:
         return
-    tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider)
+    opt_in = _opt_in_mode()
+    tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider,
+                              schema_url=_get_schema_url(opt_in))
     excluded = _excluded_urls()
     _original_call = FastAPI.__call__
     FastAPI.__call__ = _server_spans(  # type: ignore[method-assign,assignment]
-        _original_call, tracer, excluded)
+        _original_call, tracer, excluded, _Mode(_report_old(opt_in), _report_new(opt_in)))
 
 
 def uninstrument() -> None:

@@ -7,19 +7,43 @@ Why not the contrib instrumentation
     (``docs/benchmarks.md``). This module makes the same span with one attribute map, the
     connection part cached per connection pool.
 
-What the span carries (the attributes the contrib instrumentation emits today, so that the
-runbook's Jaeger links keep matching)
-    Name: the command (``INCRBY``), or for a pipeline its commands joined by spaces.
-    ``db.system`` = ``redis``, ``db.statement`` = the command with every argument replaced by
-    ``?`` (``INCRBY ? ?``; pipelines: one line per command; at most 1,000 characters),
-    ``db.redis.args_length`` (commands) or ``db.redis.pipeline_length`` (pipelines),
-    ``db.redis.database_index``, ``server.address`` and ``server.port`` (or the socket path),
-    ``network.transport`` (``tcp`` or ``unix``). An error sets status ERROR, ``error.type``
-    and an ``exception`` event. Two errors are signals the client acts on, not failures, and
-    leave the span's status unset: a ``WatchError`` (an optimistic transaction to retry) and a
-    ``NoScriptError`` (``EVALSHA`` of a script the server has not cached, after a Redis restart
-    or on first use; the client loads the script and runs it again). Argument values never
-    leave the process.
+What the span carries: the contrib's span, with the differences listed below
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` is read as the contrib reads it (its
+    ``_get_semconv_opt_in_modes`` for the ``database`` and ``http`` signals, at
+    :func:`instrument`), and the attributes are written with the contrib's own ``_semconv``
+    setters. With the services' ``http``: name the command (``INCRBY``), or for a pipeline its
+    commands joined by spaces; ``db.system`` = ``redis``, ``db.statement`` = the command with
+    every argument replaced by ``?`` (``INCRBY ? ?``; pipelines: one line per command; at most
+    1,000 characters), ``db.redis.args_length`` (commands) or ``db.redis.pipeline_length``
+    (pipelines), ``db.redis.database_index``, ``server.address`` and ``server.port`` (or the
+    socket path), ``network.transport`` (``tcp`` or ``unix``). Unset: ``net.peer.name``,
+    ``net.peer.port`` and ``net.transport`` (``ip_tcp``/``other``) instead of the three
+    ``server``/``network`` ones; ``http/dup``: both. ``database``: ``db.system.name`` and
+    ``db.query.text`` instead of ``db.system``/``db.statement``, no database index;
+    ``database/dup``: both. An error sets status ERROR and an ``exception`` event; a
+    ``WatchError`` of a pipeline leaves the status unset, as with the contrib.
+
+Differences from the contrib (deliberate; ``docs/conventions.md`` lists them too)
+    * An error also sets ``error.type`` (its qualified class name, as every failing span of
+      the project does) and the status description is the class name only; the contrib
+      writes no ``error.type`` and ``"{class}: {message}"`` as the description (the message
+      stays in the ``exception`` event, where the scrubber sees it).
+    * A ``NoScriptError`` (``EVALSHA`` of a script the server has not cached, after a Redis
+      restart or on first use; the client loads the script and runs it again) and a
+      ``WatchError`` of a single command are signals the client acts on, not failures: status
+      unset, no event; the contrib marks them ERROR.
+    * Cluster clients: ``db.system`` (the contrib's cluster spans carry no connection
+      attributes at all).
+    * No RediSearch extras (``redis.search``/``redis.create_index`` span names and their
+      attributes); a command name given as bytes is decoded (the contrib writes ``b'...'``).
+    * Instrumentation scope ``otel.redis``; the span is not made current (a Redis command has
+      no child spans).
+
+Failures of the telemetry itself
+    Whatever this module's own code raises while starting or ending a span is caught: the
+    command or pipeline runs exactly once and returns or raises what it would without
+    instrumentation; the span is dropped (or ended as far as it got), and the first failure is
+    logged at WARNING on the ``otel`` logger (:func:`otel._sdk.telemetry_failed`).
 
 Scope
     ``redis.Redis`` and ``redis.asyncio.Redis`` commands, pipelines and transactions (scripts
@@ -39,6 +63,7 @@ Usage
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 from collections.abc import Callable, Sequence
@@ -49,15 +74,30 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 from opentelemetry import trace
+from opentelemetry.instrumentation._semconv import (
+    _get_schema_url_for_signal_types,
+    _get_semconv_opt_in_modes,
+    _OpenTelemetryStabilitySignalType,
+    _set_db_redis_database_index,
+    _set_db_statement,
+    _set_db_system,
+    _set_http_net_peer_name_client,
+    _set_http_peer_port_client,
+    _set_net_transport,
+    _StabilityMode,
+)
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from otel._sdk import start_span
+from otel._sdk import start_span, telemetry_failed
 from otel._spans import error_type_of
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
 SCOPE_NAME = "otel.redis"
+_MODULE = "redis"
+#: The ``database`` and ``http`` opt-in modes (set by :func:`instrument`).
+_db_mode = _http_mode = _StabilityMode.DEFAULT
 _MAX_STATEMENT = 1000
 _CONNECTIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 #: Errors the client recovers from by design (see "What the span carries").
@@ -73,19 +113,26 @@ def _statement(command: str, args_length: int) -> str:
 
 
 def _connection_attributes(client: Any) -> dict[str, Any]:
-    """``db.system``, database index, address, port and transport of ``client``'s pool."""
+    """``db.system``, database index, address, port and transport of ``client``'s pool (the
+    contrib's ``_extract_conn_attributes``, cached per pool)."""
     pool = getattr(client, "connection_pool", None)
     if pool is None:
-        return {"db.system": "redis"}
+        system: dict[str, Any] = {}
+        _set_db_system(system, "redis", _db_mode)
+        return system
     cached = _CONNECTIONS.get(pool)
     if cached is None:
         kwargs = getattr(pool, "connection_kwargs", {})
-        cached = {"db.system": "redis", "db.redis.database_index": kwargs.get("db") or 0}
+        cached = {}
+        _set_db_system(cached, "redis", _db_mode)
+        _set_db_redis_database_index(cached, kwargs.get("db") or 0, _db_mode)
         if "path" in kwargs:
-            cached |= {"server.address": kwargs["path"], "network.transport": "unix"}
+            _set_http_net_peer_name_client(cached, kwargs.get("path", ""), _http_mode)
+            _set_net_transport(cached, "other", "unix", _http_mode)
         else:
-            cached |= {"server.address": kwargs.get("host", "localhost"),
-                       "server.port": kwargs.get("port", 6379), "network.transport": "tcp"}
+            _set_http_net_peer_name_client(cached, kwargs.get("host", "localhost"), _http_mode)
+            _set_http_peer_port_client(cached, kwargs.get("port", 6379), _http_mode)
+            _set_net_transport(cached, "ip_tcp", "tcp", _http_mode)
         _CONNECTIONS[pool] = cached
     return cached
 
@@ -102,9 +149,9 @@ SpanMaker = Callable[[Tracer, Any, tuple[Any, ...]], Span]
 
 def _command_span(tracer: Tracer, client: Any, args: tuple[Any, ...]) -> Span:
     name = _command_name(args)
-    attributes = {**_connection_attributes(client),
-                  "db.statement": _statement(name, len(args)),
-                  "db.redis.args_length": len(args)}
+    attributes = dict(_connection_attributes(client))
+    _set_db_statement(attributes, _statement(name, len(args)), _db_mode)
+    attributes["db.redis.args_length"] = len(args)
     return start_span(tracer, name, None, SpanKind.CLIENT, attributes)
 
 
@@ -127,32 +174,50 @@ def _pipeline_span(tracer: Tracer, pipeline: Any, _args: tuple[Any, ...]) -> Spa
                                                                       strict=True))
     if len(statement) > _MAX_STATEMENT:
         statement = statement[: _MAX_STATEMENT - 3] + "..."
-    attributes = {**_connection_attributes(pipeline), "db.statement": statement,
-                  "db.redis.pipeline_length": len(commands)}
+    attributes = dict(_connection_attributes(pipeline))
+    _set_db_statement(attributes, statement, _db_mode)
+    attributes["db.redis.pipeline_length"] = len(commands)
     return start_span(tracer, " ".join(names) or "redis", None, SpanKind.CLIENT, attributes)
 
 
-def _end(span: Span, error: BaseException | None) -> None:
-    if error is not None and not isinstance(error, _SIGNALS):
-        span.record_exception(error)
-        span.set_attributes({ERROR_TYPE: error_type_of(error)})
-        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-    span.end()
+def _start(tracer: Tracer, make_span: SpanMaker, client: Any,
+           args: tuple[Any, ...]) -> Span | None:
+    """The command's span; None (and the failure reported) if making it raised."""
+    try:
+        return make_span(tracer, client, args)
+    except Exception:
+        telemetry_failed(_MODULE, "starting the command span")
+        return None
+
+
+def _end(span: Span | None, error: BaseException | None) -> None:
+    """End ``span`` (marked failed by ``error``); never raises."""
+    if span is None:
+        return
+    try:
+        if error is not None and not isinstance(error, _SIGNALS):
+            span.record_exception(error)
+            span.set_attributes({ERROR_TYPE: error_type_of(error)})
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+    except Exception:
+        telemetry_failed(_MODULE, "ending the command span")
+        with contextlib.suppress(Exception):  # already reported; else the span is dropped
+            span.end()
 
 
 def _async_traced(tracer: Tracer, original: Callable[..., Any],
                   make_span: SpanMaker) -> Callable[..., Any]:
     @functools.wraps(original)
     async def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-        span = make_span(tracer, self, args)
-        error: BaseException | None = None
+        span = _start(tracer, make_span, self, args)
         try:
-            return await original(self, *args, **kwargs)
+            result = await original(self, *args, **kwargs)
         except BaseException as exc:
-            error = exc
+            _end(span, exc)
             raise
-        finally:
-            _end(span, error)
+        _end(span, None)
+        return result
 
     return traced
 
@@ -161,15 +226,14 @@ def _sync_traced(tracer: Tracer, original: Callable[..., Any],
                  make_span: SpanMaker) -> Callable[..., Any]:
     @functools.wraps(original)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-        span = make_span(tracer, self, args)
-        error: BaseException | None = None
+        span = _start(tracer, make_span, self, args)
         try:
-            return original(self, *args, **kwargs)
+            result = original(self, *args, **kwargs)
         except BaseException as exc:
-            error = exc
+            _end(span, exc)
             raise
-        finally:
-            _end(span, error)
+        _end(span, None)
+        return result
 
     return traced
 
@@ -193,9 +257,16 @@ _originals: dict[tuple[type, str], Callable[..., Any]] = {}
 
 def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
     """Trace Redis commands and pipelines (see the module docstring); idempotent."""
+    global _db_mode, _http_mode
     if _originals:
         return
-    tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider)
+    signals = (_OpenTelemetryStabilitySignalType.DATABASE, _OpenTelemetryStabilitySignalType.HTTP)
+    modes = _get_semconv_opt_in_modes(signals)
+    _db_mode = modes[_OpenTelemetryStabilitySignalType.DATABASE]
+    _http_mode = modes[_OpenTelemetryStabilitySignalType.HTTP]
+    _CONNECTIONS.clear()
+    tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider,
+                              schema_url=_get_schema_url_for_signal_types(list(signals)))
     for cls, name, wrap, make_span in _TARGETS:
         original = cls.__dict__[name]
         _originals[(cls, name)] = original

@@ -23,11 +23,20 @@
   safe from then on.
 * :func:`events_and_links`: a finished span's events and links, without the copy that
   ``ReadableSpan.events``/``.links`` make when there are none (most spans).
+* Outside the SDK versions :mod:`otel._compat` verified (``lean_supported("sdk")``),
+  :func:`start_span` is ``tracer.start_span`` and the two readers use the public properties.
+* :func:`telemetry_failed`: how the lean modules report a failure of their own telemetry code
+  (span start, attributes, propagation, span end, encoding), which they catch so that the
+  request, command, send or receive runs as it would without them: one WARNING per module on
+  the ``otel`` logger, with the traceback, the first time; later failures of the same module
+  are counted (:func:`telemetry_failures`) and logged at DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import Any
@@ -52,7 +61,55 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue, Attributes
 
-__all__ = ["LeanSpan", "events_and_links", "frozen_attributes", "start_span"]
+from otel._compat import lean_supported
+
+__all__ = [
+    "LeanSpan",
+    "events_and_links",
+    "frozen_attributes",
+    "reset_telemetry_failures",
+    "start_span",
+    "telemetry_failed",
+    "telemetry_failures",
+]
+
+_LOG = logging.getLogger("otel")
+_FAILURES: Counter[str] = Counter()
+
+
+def telemetry_failed(module: str, what: str) -> None:
+    """Report that ``module``'s telemetry code failed while doing ``what`` (call it from an
+    ``except`` block): one WARNING with the traceback per module, then DEBUG lines."""
+    _FAILURES[module] += 1
+    if _FAILURES[module] == 1:
+        _LOG.warning("otel.%s: %s failed; the telemetry of this call is dropped and the call "
+                     "goes on (further failures of this module are logged at DEBUG)",
+                     module, what, exc_info=True)
+    else:
+        _LOG.debug("otel.%s: %s failed (%d failures)", module, what, _FAILURES[module],
+                   exc_info=True)
+
+
+def telemetry_failures(module: str) -> int:
+    """How many times ``module``'s telemetry code failed in this process."""
+    return _FAILURES[module]
+
+
+def reset_telemetry_failures() -> None:
+    """Forget the failure counts, so that the next failure warns again (tests)."""
+    _FAILURES.clear()
+
+
+#: Whether the lean span construction is used (:mod:`otel._compat`); None until first asked.
+_lean: bool | None = None
+
+
+def _lean_sdk() -> bool:
+    global _lean
+    if _lean is None:
+        _lean = lean_supported("sdk")
+    return _lean
+
 
 _UNSET = Status(StatusCode.UNSET)
 #: ``Decision.is_sampled()`` and ``not Decision.is_recording()`` (the SDK leaves them untyped).
@@ -156,7 +213,7 @@ def start_span(
 ) -> trace.Span:
     """``tracer.start_span(name, context, kind, attributes)``; a :class:`LeanSpan` when the
     tracer is the SDK's, else whatever the tracer makes."""
-    if type(tracer) is not Tracer:
+    if type(tracer) is not Tracer or not (_lean or _lean_sdk()):
         return tracer.start_span(name, context, kind=kind, attributes=attributes)
     current = trace.get_current_span(context).get_span_context()
     if not tracer._is_enabled():
@@ -221,7 +278,7 @@ def start_span(
 
 def frozen_attributes(span: ReadableSpan) -> Mapping[str, object]:
     """The attributes of an ended span, read directly when the SDK has frozen them."""
-    attributes = span._attributes
+    attributes = span._attributes if _lean or _lean_sdk() else None
     if type(attributes) is BoundedAttributes and attributes._immutable:
         return attributes._dict
     return span.attributes or {}
@@ -229,4 +286,6 @@ def frozen_attributes(span: ReadableSpan) -> Mapping[str, object]:
 
 def events_and_links(span: ReadableSpan) -> tuple[Sequence[Event], Sequence[Link]]:
     """``span.events`` and ``span.links``, skipping their copies when they are empty."""
+    if not (_lean or _lean_sdk()):
+        return span.events, span.links
     return (span.events if span._events else (), span.links if span._links else ())

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from opentelemetry import trace
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +24,15 @@ PARENT_ID = "00f067aa0ba902b7"
 
 class Boom(Exception):
     """An error the app does not handle."""
+
+
+@pytest.fixture(autouse=True)
+def stable_http_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SEMCONV_STABILITY_OPT_IN=http (the services' setting), read afresh by instrument()."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability,
+                        "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
 
 
 @pytest.fixture
@@ -171,18 +181,49 @@ async def test_client_error_answers_are_not_span_errors(
     assert "error.type" not in (handled.attributes or {})
 
 
-async def test_escaping_exception_is_recorded_with_its_qualified_type(
+async def test_escaping_exception_after_the_500_answer_is_an_event_of_the_failed_span(
     client: httpx.AsyncClient, exporter: InMemorySpanExporter
 ) -> None:
-    """An exception leaving the app gives status ERROR described by its class name only,
-    error.type = its qualified class name, and an exception event carrying the message; the
-    client still gets a 500."""
+    """An exception leaving a handler (FastAPI answers 500, then re-raises) gives what the
+    contrib gives: status ERROR without description, error.type = "500", and an exception
+    event carrying the class and the message."""
     assert (await client.get("/boom")).status_code == 500
+    (span,) = server_spans(exporter)
+    assert (span.status.status_code, span.status.description) == (StatusCode.ERROR, None)
+    assert (span.attributes or {})["error.type"] == "500"
+    (event,) = span.events
+    assert (event.name, (event.attributes or {})["exception.type"],
+            (event.attributes or {})["exception.message"]) == (
+        "exception", f"{__name__}.Boom", "kaput")
+
+
+async def test_exception_before_any_answer_is_recorded_with_its_qualified_type(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A streaming body that fails after its 200 start: status ERROR described by the class
+    name only, error.type = the qualified class name, one exception event; the server sees
+    the app's exception unchanged."""
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first"
+            raise Boom("midway")
+
+        return StreamingResponse(chunks())
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        with pytest.raises(Boom, match="midway"):
+            await c.get("/stream")
     (span,) = server_spans(exporter)
     assert (span.status.status_code, span.status.description) == (StatusCode.ERROR, "Boom")
     assert (span.attributes or {})["error.type"] == f"{__name__}.Boom"
-    (event,) = span.events
-    assert (event.name, (event.attributes or {})["exception.message"]) == ("exception", "kaput")
+    assert (span.attributes or {})["http.response.status_code"] == 200
+    assert [e.name for e in span.events] == ["exception"]
 
 
 async def test_unknown_method_is_reported_as_other_with_the_original(
