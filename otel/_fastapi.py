@@ -27,7 +27,7 @@ What the span carries: the contrib's SERVER span, with the differences listed be
     ``http.host`` and ``net.host.port`` (the socket's), ``http.flavor``, ``http.target``,
     ``http.url`` (credentials and signature parameters redacted as the contrib does),
     ``http.method``, ``http.server_name``, ``http.user_agent``, ``net.peer.ip``,
-    ``net.peer.port``, ``http.route``, ``http.status_code``. Both: ``user_agent.synthetic_type``
+    ``net.peer.port``, ``http.route``, ``http.status_code``. Both: ``user_agent.synthetic.type``
     (``test``/``bot``) when the user agent says so.
     Status: ERROR for a status code the contrib's ``http_status_to_status_code`` calls an
     error for a server (5xx; 4xx answers are not errors of a server span), with
@@ -148,7 +148,7 @@ _HTTP_METHOD, _HTTP_SERVER_NAME, _HTTP_USER_AGENT = "http.method", "http.server_
     "http.user_agent")
 _NET_PEER_IP, _NET_PEER_PORT, _HTTP_STATUS_CODE = "net.peer.ip", "net.peer.port", (
     "http.status_code")
-_USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic_type"
+_USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
 
 
 class _Mode(NamedTuple):
