@@ -102,7 +102,6 @@ from opentelemetry.semconv.attributes.service_attributes import (
     SERVICE_VERSION,
 )
 
-from otel import _aiokafka as aiokafka
 from otel import _compat
 from otel import _otlp as otlp
 from otel._config import (
@@ -471,8 +470,8 @@ def _adopt(
         if contrib.is_instrumented_by_opentelemetry:  # the distro's; ours makes the same spans
             contrib.uninstrument()
             _instrumentor(name).instrument(tracer_provider=tracer_provider)
-    if _lean("aiokafka", settings):
-        aiokafka.replace_contrib(tracer_provider)  # only if the distro applied the contrib's
+    if _lean("aiokafka", settings):  # imported here: aiokafka is an optional dependency
+        import_module("otel._aiokafka").replace_contrib(tracer_provider)  # if the contrib's is on
     if _lean("otlp", settings):
         otlp.adopt(tracer_provider)
     _check_adopted(tracer_provider, tracer_provider.resource)
