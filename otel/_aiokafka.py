@@ -11,9 +11,10 @@ Why
     raise after the record was fetched, so one malformed header stops the consumer, and after a
     restart it stops again on the same record. This module replaces ``AIOKafkaProducer.send``
     (and wraps its ``_partition`` step, see below) and ``AIOKafkaConsumer.getone``/``getmany``
-    with wrappers that make the same spans; a header value the contrib's getter would choke on
-    reads as absent (:class:`otel.kafka.KafkaHeadersGetter`), and nothing telemetry does after
-    a record was fetched raises into the consumer.
+    with wrappers that make the contrib's spans (names, kinds, parents, links and attributes;
+    the differences are listed below); a header value the contrib's getter would choke on
+    reads as absent (:class:`otel.kafka.KafkaHeadersGetter`), and nothing telemetry does
+    raises into the producer or the consumer.
 
 The PRODUCER span (the contrib's attributes, one map)
     Name ``"{topic} send"``; ``messaging.system`` = ``kafka``, ``messaging.destination.name``,
@@ -41,6 +42,21 @@ The CONSUMER spans (the contrib's names, parents and attributes)
     that links to each of its records' ``receive`` spans (children of their headers' context,
     as with ``getone``).
 
+Differences from the contrib (deliberate; ``docs/conventions.md`` lists them too)
+    * A failed ``send``: ``error.type`` (the exception's qualified class name) and a status
+      described by the class name only; the contrib writes no ``error.type`` and
+      ``"{class}: {message}"`` (the message stays in the ``exception`` event).
+    * The PRODUCER span is not made current while ``send`` runs (nothing under it makes
+      spans); instrumentation scope ``otel.aiokafka``; the contrib's hooks are not called.
+
+Failures of the telemetry itself
+    Whatever this module's own code raises (span start, attributes, header injection or
+    extraction, span end) is caught: ``send`` runs exactly once (with the record headers as
+    the caller gave them if the injection failed) and returns or raises what it would
+    without instrumentation; ``getone``/``getmany`` return the fetched records. The span is
+    dropped (or ended as far as it got); the first failure is logged at WARNING on the
+    ``otel`` logger (:func:`otel._sdk.telemetry_failed`).
+
 Usage
     :func:`otel.configure` calls :func:`replace_contrib` after the contrib instrumentation is in
     place (the distro's, or the one standalone mode applies). :func:`restore_contrib` puts the
@@ -52,7 +68,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -67,15 +82,14 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from otel._sdk import start_span
+from otel._sdk import start_span, telemetry_failed
 from otel._spans import error_type_of
 from otel.kafka.propagation import kafka_headers_getter
 
 __all__ = ["AiokafkaInstrumentor", "replace_contrib", "restore_contrib"]
 
-_LOG = logging.getLogger(__name__)
-
 SCOPE_NAME = "otel.aiokafka"
+_MODULE = "aiokafka"
 Headers = MutableSequence[tuple[str, bytes | None]]
 _PARTITION_ID = msg.MESSAGING_DESTINATION_PARTITION_ID
 _RECEIVE = msg.MessagingOperationTypeValues.RECEIVE.value
@@ -137,28 +151,55 @@ def _key_text(key: object) -> str:
     return str(key)
 
 
+def _start_send(tracer: trace.Tracer, producer: Any, topic: str, key: Any,
+                headers: Headers) -> Span | None:
+    """The PRODUCER span, its context written into ``headers``; None (headers as they were,
+    the failure reported) if either step raised."""
+    appended = len(headers)
+    try:
+        attributes = {**_producer_attributes(producer), msg.MESSAGING_DESTINATION_NAME: topic}
+        if key is not None:
+            attributes[msg.MESSAGING_KAFKA_MESSAGE_KEY] = _key_text(key)
+        span = start_span(tracer, f"{topic} send", None, SpanKind.PRODUCER, attributes)
+        propagate.inject(headers, context=trace.set_span_in_context(span), setter=_SETTER)
+    except Exception:
+        del headers[appended:]
+        telemetry_failed(_MODULE, "starting the send span")
+        return None
+    return span
+
+
+def _end_send(span: Span, error: BaseException | None) -> None:
+    """End the PRODUCER span (failed by ``error``); never raises."""
+    try:
+        if error is not None:
+            span.record_exception(error)
+            span.set_attributes({ERROR_TYPE: error_type_of(error)})
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+    except Exception:
+        telemetry_failed(_MODULE, "ending the send span")
+
+
 def _traced_send(tracer: trace.Tracer, send: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(send)
     async def traced_send(self: Any, topic: str, value: Any = None, key: Any = None,
                           partition: int | None = None, timestamp_ms: int | None = None,
                           headers: Headers | None = None) -> Any:
-        attributes = {**_producer_attributes(self), msg.MESSAGING_DESTINATION_NAME: topic}
-        if key is not None:
-            attributes[msg.MESSAGING_KAFKA_MESSAGE_KEY] = _key_text(key)
-        span = start_span(tracer, f"{topic} send", None, SpanKind.PRODUCER, attributes)
         headers = [] if headers is None else headers
-        propagate.inject(headers, context=trace.set_span_in_context(span), setter=_SETTER)
+        span = _start_send(tracer, self, topic, key, headers)
+        if span is None:
+            return await send(self, topic, value, key, partition, timestamp_ms, headers)
         token = _SENDING.set(span)
         try:
-            return await send(self, topic, value, key, partition, timestamp_ms, headers)
+            result = await send(self, topic, value, key, partition, timestamp_ms, headers)
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_attributes({ERROR_TYPE: error_type_of(exc)})
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
             _SENDING.reset(token)
-            span.end()
+            _end_send(span, exc)
+            raise
+        _SENDING.reset(token)
+        _end_send(span, None)
+        return result
 
     return traced_send
 
@@ -171,7 +212,10 @@ def _recording_partition(partition_of: Callable[..., int]) -> Callable[..., int]
         chosen = partition_of(self, *args)
         span = _SENDING.get()
         if span is not None:
-            span.set_attribute(_PARTITION_ID, str(chosen))
+            try:
+                span.set_attribute(_PARTITION_ID, str(chosen))
+            except Exception:
+                telemetry_failed(_MODULE, "labelling the send span with its partition")
         return chosen
 
     return _partition
@@ -182,8 +226,8 @@ def _header_context(record: ConsumerRecord[Any, Any]) -> Context:
     try:
         return propagate.extract(record.headers, getter=kafka_headers_getter)
     except Exception:  # a configured third-party propagator must not stop the consumer
-        _LOG.warning("trace context propagator raised; the receive span starts a new trace",
-                     exc_info=True)
+        telemetry_failed(_MODULE, "extracting a record's trace context (the receive span "
+                         "starts a new trace)")
         return Context()
 
 
@@ -229,8 +273,7 @@ def _traced_getone(tracer: trace.Tracer, getone: Callable[..., Any]) -> Callable
         try:
             _receive_span(tracer, self, record)
         except Exception:  # the record is fetched: telemetry must not lose it
-            _LOG.exception("receive span of %s[%s]@%s failed; record returned",
-                           record.topic, record.partition, record.offset)
+            telemetry_failed(_MODULE, "the receive span of a getone() record")
         return record
 
     return traced_getone
@@ -244,7 +287,7 @@ def _traced_getmany(tracer: trace.Tracer, getmany: Callable[..., Any]) -> Callab
             try:
                 _batch_spans(tracer, self, batch)
             except Exception:  # the records are fetched: telemetry must not lose them
-                _LOG.exception("receive spans of a batch failed; batch returned")
+                telemetry_failed(_MODULE, "the receive spans of a getmany() batch")
         return batch
 
     return traced_getmany

@@ -52,7 +52,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
-from otel._sdk import events_and_links, frozen_attributes
+from otel._sdk import events_and_links, frozen_attributes, telemetry_failed
 
 __all__ = [
     "EncodedSpan",
@@ -61,9 +61,17 @@ __all__ = [
     "SpanExporter",
     "adopt",
     "encode_spans",
+    "unencodable_spans",
 ]
 
 _LOG = logging.getLogger(__name__)
+#: Spans :func:`encode_spans` dropped because they could not be encoded (this process).
+_unencodable = 0
+
+
+def unencodable_spans() -> int:
+    """How many spans :func:`encode_spans` dropped because they could not be encoded."""
+    return _unencodable
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SMALL_VARINTS = tuple(bytes([n]) for n in range(128))
@@ -282,7 +290,11 @@ class EncodedSpan(NamedTuple):
 def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` of ``spans``, grouped by resource, then by
     instrumentation scope, in order of first appearance (as the reference encoder groups).
-    An :class:`EncodedSpan` is written as it is.
+    An :class:`EncodedSpan` is written as it is. An attribute value OTLP cannot carry is
+    skipped (and logged) as the reference skips it; a span that cannot be encoded at all (a
+    name or status description that is not valid Unicode text, a broken span object) is
+    dropped, counted (:func:`unencodable_spans`) and reported once (WARNING on the ``otel``
+    logger), and the rest of the batch goes out; the reference encoder fails the whole batch.
 
     Groups are formed by object identity: the SDK shares one resource per provider and one
     scope object per tracer, so this equals the reference's grouping; two equal but distinct
@@ -291,14 +303,21 @@ def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     resources: dict[int, Resource] = {}
     grouped: defaultdict[int, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]
     grouped = defaultdict(dict)
+    global _unencodable
     for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
+        try:
+            resource, scope = span.resource, span.instrumentation_scope or None
+            body = span.body if isinstance(span, EncodedSpan) else _span(span)
+        except Exception:
+            _unencodable += 1
+            telemetry_failed("otlp", "encoding a span (dropped from its batch)")
+            continue
         resources.setdefault(id(resource), resource)
         scopes = grouped[id(resource)]
         entry = scopes.get(id(scope))
         if entry is None:
             entry = scopes[id(scope)] = (scope, [])
-        entry[1].append(span.body if isinstance(span, EncodedSpan) else _span(span))
+        entry[1].append(body)
     out = []
     for resource_id, scopes in grouped.items():
         resource = resources[resource_id]
