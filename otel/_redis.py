@@ -4,8 +4,8 @@ Why not the contrib instrumentation
     ``opentelemetry-instrumentation-redis`` re-reads the connection settings, sets each
     attribute with its own locked call and makes every span current: on the benchmark machine
     it added 75-100 us of CPU per command, more than the command itself
-    (``docs/benchmarks.md``). This module makes the same span with one attribute map, the
-    connection part cached per connection pool.
+    (``docs/benchmarks.md``). This module makes the contrib's span (differences below) with
+    one attribute map, the connection part cached per connection pool.
 
 What the span carries: the contrib's span, with the differences listed below
     ``OTEL_SEMCONV_STABILITY_OPT_IN`` is read as the contrib reads it (its
