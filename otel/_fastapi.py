@@ -103,6 +103,7 @@ from opentelemetry.instrumentation._semconv import (
     _report_old,
     _StabilityMode,
 )
+from opentelemetry.instrumentation.asgi import collect_custom_headers_attributes
 from opentelemetry.instrumentation.utils import http_status_to_status_code
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
@@ -119,8 +120,15 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY,
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.http import (
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
     ExcludeList,
+    SanitizeValue,
     detect_synthetic_user_agent,
+    get_custom_headers,
+    normalise_request_header_name,
+    normalise_response_header_name,
     parse_excluded_urls,
     redact_url,
     sanitize_method,
@@ -152,10 +160,24 @@ _USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
 
 
 class _Mode(NamedTuple):
-    """Which attribute sets the span carries (``OTEL_SEMCONV_STABILITY_OPT_IN``)."""
+    """Which attribute sets the span carries (``OTEL_SEMCONV_STABILITY_OPT_IN``), and which
+    request and response headers it captures (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``,
+    read as the contrib's ASGI middleware reads them)."""
 
     old: bool
     new: bool
+    request_headers: tuple[str, ...] = ()
+    response_headers: tuple[str, ...] = ()
+    sanitize: SanitizeValue | None = None
+
+
+def _captured(message: Scope, mode: _Mode, response: bool) -> dict[str, list[str]]:
+    """The configured headers of a request scope or response start message as attributes."""
+    regexes = mode.response_headers if response else mode.request_headers
+    if not regexes or mode.sanitize is None:
+        return {}
+    normalize = normalise_response_header_name if response else normalise_request_header_name
+    return collect_custom_headers_attributes(dict(message), mode.sanitize, list(regexes), normalize)
 
 
 def _text(value: bytes) -> str:
@@ -304,6 +326,7 @@ class _Request(NamedTuple):
     span: trace.Span
     token: object
     method: str
+    server: bool
 
 
 def _start(tracer: Tracer, mode: _Mode, scope: Scope) -> _Request:
@@ -318,8 +341,12 @@ def _start(tracer: Tracer, mode: _Mode, scope: Scope) -> _Request:
         parent = context.get_current()
         kind = SpanKind.INTERNAL
     name = "HTTP" if normalized == "_OTHER" else normalized
-    span = start_span(tracer, name, parent, kind, _request_attributes(scope, method, mode))
-    return _Request(span, context.attach(trace.set_span_in_context(span, parent)), name)
+    attributes = _request_attributes(scope, method, mode)
+    if kind is SpanKind.SERVER:
+        attributes.update(_captured(scope, mode, response=False))
+    span = start_span(tracer, name, parent, kind, attributes)
+    return _Request(span, context.attach(trace.set_span_in_context(span, parent)), name,
+                    kind is SpanKind.SERVER)
 
 
 def _server_spans(call: ASGICall, tracer: Tracer, excluded: ExcludeList | None,
@@ -349,6 +376,11 @@ def _server_spans(call: ASGICall, tracer: Tracer, excluded: ExcludeList | None,
             nonlocal status_code
             if message.get("type") == "http.response.start":
                 status_code = message.get("status") or 0
+                if mode.response_headers and request.server:
+                    try:
+                        request.span.set_attributes(_captured(message, mode, response=True))
+                    except Exception:
+                        telemetry_failed(_MODULE, "capturing the response headers")
             await send(message)
 
         try:
@@ -452,9 +484,15 @@ def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
     tracer = trace.get_tracer(SCOPE_NAME, tracer_provider=tracer_provider,
                               schema_url=_get_schema_url(opt_in))
     excluded = _excluded_urls()
+    mode = _Mode(
+        _report_old(opt_in), _report_new(opt_in),
+        tuple(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)),
+        tuple(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE)),
+        SanitizeValue(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS)),
+    )
     _original_call = FastAPI.__call__
     FastAPI.__call__ = _server_spans(  # type: ignore[method-assign,assignment]
-        _original_call, tracer, excluded, _Mode(_report_old(opt_in), _report_new(opt_in)))
+        _original_call, tracer, excluded, mode)
 
 
 def uninstrument() -> None:

@@ -242,3 +242,35 @@ async def test_redis_spans_equal_the_contribs(
                 "ResponseError: value is not an integer or out of range", "ResponseError")
             expected["status"] = actual["status"]
         assert_same(actual, expected)
+
+
+@pytest.mark.parametrize("opt_in", ["http"], indirect=True)
+async def test_fastapi_captured_headers_equal_the_contribs(
+    opt_in: str, memory: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* set, the lean SERVER span captures the
+    same request and response headers as the contrib's, sanitized the same way."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+                       "authorization,x-tenant-.*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "content-type")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "x-tenant-key")
+    provider, exporter = memory
+    headers = {"authorization": "Bearer abc", "x-tenant-id": "t1", "x-tenant-key": "k"}
+
+    async def captured(app: FastAPI) -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 51234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.local") as c:
+            await c.get("/items/3", headers=headers)
+        (span,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+        exporter.clear()
+        return {k: v for k, v in (span.attributes or {}).items() if ".header." in k}
+
+    contrib_app = make_app()
+    FastAPIInstrumentor.instrument_app(contrib_app, tracer_provider=provider)
+    contrib = await captured(contrib_app)
+    _fastapi.instrument(provider)
+    lean = await captured(make_app())
+    assert lean == contrib
+    assert set(lean) == {"http.request.header.authorization", "http.request.header.x_tenant_id",
+                         "http.request.header.x_tenant_key", "http.response.header.content_type"}
