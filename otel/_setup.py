@@ -32,9 +32,11 @@ FastAPI, Redis, Kafka clients and span export, lean
     commands their CLIENT span from :mod:`otel._redis` (the contrib instrumentations that the
     distro applied are removed) and ``AIOKafkaProducer.send`` its PRODUCER span and
     ``AIOKafkaConsumer.getone``/``getmany`` their CONSUMER spans from :mod:`otel._aiokafka`
-    (which also keeps a malformed header from stopping the consumer): the same spans, at a
-    fraction of the contrib's CPU (the contrib ASGI middleware cost more than the request
-    itself). Spans go out over OTLP through :class:`otel._otlp.SpanExporter` (gRPC) or
+    (which also keeps a malformed header from stopping the consumer): the contrib's spans in
+    every ``OTEL_SEMCONV_STABILITY_OPT_IN`` mode but for the differences that
+    ``docs/conventions.md`` lists, at a fraction of the contrib's CPU (the contrib ASGI
+    middleware cost more than the request itself). Spans go out over OTLP through
+    :class:`otel._otlp.SpanExporter` (gRPC) or
     :class:`otel._otlp.HttpSpanExporter` (HTTP/protobuf), the SDK exporters with a direct
     protobuf encoder (the reference encoder took about 60 us per span), behind
     :class:`otel._otlp.EncodingBatchSpanProcessor`, which encodes each span as it ends; in
@@ -131,7 +133,8 @@ _INSTRUMENTORS: Mapping[str, tuple[str, str]] = {
 }
 # An empty class name: the library's own module, with instrument(tracer_provider),
 # uninstrument() and is_instrumented() functions.
-#: The contrib instrumentations that the library's leaner ones above replace (same spans).
+#: The contrib instrumentations that the library's leaner ones above replace (the spans'
+#: differences: docs/conventions.md, "Lean instrumentation vs the contrib's spans").
 _REPLACED: Mapping[str, tuple[str, str]] = {
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
     "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
@@ -467,7 +470,7 @@ def _adopt(
         if not _lean(name, settings):
             continue
         contrib = getattr(import_module(module), cls)()
-        if contrib.is_instrumented_by_opentelemetry:  # the distro's; ours makes the same spans
+        if contrib.is_instrumented_by_opentelemetry:  # the distro's
             contrib.uninstrument()
             _instrumentor(name).instrument(tracer_provider=tracer_provider)
     if _lean("aiokafka", settings):  # imported here: aiokafka is an optional dependency
