@@ -64,7 +64,10 @@ Sampling
 
 Shutdown
     :meth:`Telemetry.shutdown` flushes traces, logs and metrics (standalone: and shuts the
-    providers down; it also runs at interpreter exit). It is idempotent.
+    providers down; it also runs at interpreter exit). It is idempotent. SIGTERM, whose
+    default action skips the exit-time flush (and which uvicorn re-raises after its shutdown),
+    first flushes the three providers, up to 5 s each, where the process has no handler of its
+    own (:mod:`otel._signals`).
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ from opentelemetry.semconv.attributes.service_attributes import (
 
 from otel import _compat
 from otel import _otlp as otlp
+from otel import _signals as signals
 from otel._config import (
     INSTRUMENTATION_NAMES,
     ConfigurationError,
@@ -139,6 +143,9 @@ _REPLACED: Mapping[str, tuple[str, str]] = {
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
     "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
 }
+
+#: How long each provider may take to flush when SIGTERM arrives (:mod:`otel._signals`).
+_SIGTERM_FLUSH_MILLIS = 5_000
 
 _state_lock = threading.Lock()
 _active: Telemetry | None = None
@@ -192,6 +199,7 @@ class Telemetry:
             if _active is self:
                 _active = None
         atexit.unregister(self.shutdown)
+        signals.uninstall()
         root = logging.getLogger()
         for handler in self._handlers:
             if not isinstance(handler, _InstrLoggingHandler):
@@ -410,6 +418,7 @@ def configure(
         _active = telemetry
     if telemetry.mode == "standalone":
         atexit.register(telemetry.shutdown)
+    signals.install(lambda: telemetry.force_flush(_SIGTERM_FLUSH_MILLIS))
     return telemetry
 
 
