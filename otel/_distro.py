@@ -24,8 +24,9 @@ calls them in this order, before the application's first line runs:
     the scrubbing span processor, JSON logs with trace ids on stdout, the scrubbing filter on
     the OTLP log handler, the lean FastAPI/Redis/Kafka instrumentation and span encoder (where
     :mod:`otel._compat` finds the upstream versions they were verified against and
-    ``SOMA_LEAN_INSTRUMENTATION`` is not ``false``), and the ``soma_telemetry_heartbeat``
-    gauge that the ``ServiceTelemetryMissing`` alert watches. A later ``otel.configure()`` in
+    ``SOMA_LEAN_INSTRUMENTATION`` is not ``false``), the heartbeat gauge that the
+    ``ServiceTelemetryMissing`` alert watches, and a SIGTERM handler that flushes the three
+    providers first (:mod:`otel._signals`). A later ``otel.configure()`` in
     the service returns the same :class:`~otel.Telemetry` (adding only its extra processors).
     Nothing here can stop the application: a failure is logged on the ``otel`` logger and the
     service runs with what the SDK configurator installed.

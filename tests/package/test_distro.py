@@ -68,7 +68,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The wheel built from this checkout, installed with its fastapi extra into a new venv."""
     root = tmp_path_factory.mktemp("distro")
     assert REPO not in root.parents, "the venv must live outside the repository"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(REPO)],
+    # Built from a copy of what the wheel is made of: setuptools writes build/ and egg-info
+    # into the source folder, and a stale build/lib would leak deleted modules into the wheel.
+    source = root / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("otel", "services_instrumentation"):
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root), str(source)],
          root)
     (wheel,) = root.glob("somaagent_observability-*.whl")
     venv = root / "venv"
