@@ -114,3 +114,27 @@ def test_post_instrument_logs_a_failed_setup_and_never_raises(
         _distro.post_instrument()
     assert _setup._active is None
     assert "runs with the plain OpenTelemetry SDK" in caplog.text
+
+
+@pytest.mark.parametrize(("setting", "lean"), [("true", True), ("false", False)])
+def test_soma_lean_instrumentation_chooses_between_the_lean_and_the_contrib_fastapi(
+    sdk: InMemorySpanExporter, setting: str, lean: bool,
+) -> None:
+    """With the setting true the distro replaces the contrib's FastAPI instrumentation by the
+    lean one; with false it keeps the contrib's."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    from otel import _fastapi
+
+    os.environ["SOMA_LEAN_INSTRUMENTATION"] = setting
+    contrib = FastAPIInstrumentor()
+    contrib.instrument()
+    try:
+        _distro.SomaDistro().configure()
+        _distro.post_instrument()
+        assert (_fastapi.is_instrumented(), contrib.is_instrumented_by_opentelemetry) == (
+            lean, not lean)
+    finally:
+        _fastapi.uninstrument()
+        if contrib.is_instrumented_by_opentelemetry:
+            contrib.uninstrument()
