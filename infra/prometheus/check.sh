@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 rule_files=(); for f in rules/*.yml; do [[ $f == *_test.yml ]] || rule_files+=("$f"); done
 promtool check rules "${rule_files[@]}"
-promtool test rules rules/*_test.yml seed-defects/seed_alerts_test.yml
+promtool test rules rules/*_test.yml ../../tests/rules/seed_defects/seed_alerts_test.yml
 promtool check config prometheus.yml   # written with the stack; loads the rule files above
 amtool check-config alertmanager.yml

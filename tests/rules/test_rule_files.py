@@ -19,7 +19,9 @@ from .conftest import (
     run,
 )
 
-SEED_DIR = PROMETHEUS_DIR / "seed-defects"
+#: The seed's alert rules, kept unchanged as test data beside the tests that reproduce each
+#: defect: outside infra/prometheus, so that nothing that loads that tree finds them.
+SEED_DIR = Path(__file__).resolve().parent / "seed_defects"
 SEVERITIES = {"critical", "warning", "none"}
 
 
@@ -121,3 +123,14 @@ def test_prometheus_config_passes_promtool_and_loads_every_rule_file() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for path in rule_files():
         assert f"Checking {path}" in result.stdout, f"prometheus.yml does not load {path.name}"
+
+
+def test_every_rule_file_under_infra_prometheus_is_one_prometheus_loads() -> None:
+    """No file in the config tree holds rule groups but the loaded rules/X.yml: a recursive
+    load of infra/prometheus finds no defective copy of a real alert."""
+    with_groups = set()
+    for path in PROMETHEUS_DIR.rglob("*.y*ml"):
+        document = yaml.safe_load(path.read_text())
+        if isinstance(document, dict) and "groups" in document:
+            with_groups.add(path)
+    assert with_groups == set(rule_files())
