@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import _internal as logs_internal
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -45,6 +46,15 @@ def _reset_globals() -> None:
     otel._setup._active = None
     otel._setup._owned_providers.clear()
     otel._distro._selected = False
+
+
+@pytest.fixture
+def stable_http_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SEMCONV_STABILITY_OPT_IN=http (the services' setting), read afresh by instrument()."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
+    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability,
+                        "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from opentelemetry import trace
-from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -18,21 +17,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 import otel
 from otel import _fastapi
 
+pytestmark = pytest.mark.usefixtures("stable_http_conventions")
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
 class Boom(Exception):
     """An error the app does not handle."""
-
-
-@pytest.fixture(autouse=True)
-def stable_http_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """OTEL_SEMCONV_STABILITY_OPT_IN=http (the services' setting), read afresh by instrument()."""
-    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
-    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability,
-                        "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster
 import redis.cluster
-from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -25,17 +24,10 @@ from otel import _redis
 from tests.live import wait_until
 
 URL = "redis://127.0.0.1:6379/0"
+pytestmark = pytest.mark.usefixtures("stable_http_conventions")
+
 CONNECTION = {"db.system": "redis", "db.redis.database_index": 0, "server.address": "127.0.0.1",
               "server.port": 6379, "network.transport": "tcp"}
-
-
-@pytest.fixture(autouse=True)
-def stable_http_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """OTEL_SEMCONV_STABILITY_OPT_IN=http (the services' setting), read afresh by instrument()."""
-    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability, "_initialized", False)
-    monkeypatch.setattr(_OpenTelemetrySemanticConventionStability,
-                        "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
 
 
 @pytest.fixture
