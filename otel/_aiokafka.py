@@ -78,12 +78,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
-from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 from otel._sdk import start_span, telemetry_failed
-from otel._spans import error_type_of
+from otel._spans import fail_span
 from otel.kafka.propagation import kafka_headers_getter
 
 __all__ = ["AiokafkaInstrumentor", "replace_contrib", "restore_contrib"]
@@ -173,9 +172,7 @@ def _end_send(span: Span, error: BaseException | None) -> None:
     """End the PRODUCER span (failed by ``error``); never raises."""
     try:
         if error is not None:
-            span.record_exception(error)
-            span.set_attributes({ERROR_TYPE: error_type_of(error)})
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            fail_span(span, error)
         span.end()
     except Exception:
         telemetry_failed(_MODULE, "ending the send span")

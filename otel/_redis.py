@@ -86,11 +86,10 @@ from opentelemetry.instrumentation._semconv import (
     _set_net_transport,
     _StabilityMode,
 )
-from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from otel._sdk import start_span, telemetry_failed
-from otel._spans import error_type_of
+from otel._spans import fail_span
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
@@ -196,9 +195,7 @@ def _end(span: Span | None, error: BaseException | None) -> None:
         return
     try:
         if error is not None and not isinstance(error, _SIGNALS):
-            span.record_exception(error)
-            span.set_attributes({ERROR_TYPE: error_type_of(error)})
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            fail_span(span, error)
         span.end()
     except Exception:
         telemetry_failed(_MODULE, "ending the command span")

@@ -143,6 +143,12 @@ _REPLACED: Mapping[str, tuple[str, str]] = {
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
     "redis": ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
 }
+#: The contrib instrumentor of every library that has a lean module, for when it is not used
+#: (aiokafka's lean module wraps the contrib's instead of replacing it, see _adopt).
+_CONTRIB: Mapping[str, tuple[str, str]] = {
+    **_REPLACED,
+    "aiokafka": ("opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"),
+}
 
 #: How long each provider may take to flush when SIGTERM arrives (:mod:`otel._signals`).
 _SIGTERM_FLUSH_MILLIS = 5_000
@@ -229,9 +235,7 @@ def _instrument(
 def _instrumentor(name: str, lean: bool = True) -> Any:
     """The instrumentor of ``name``: the library's lean one, or with ``lean=False`` the contrib's
     it replaces (the same for libraries the library has no lean module of)."""
-    module, cls = _INSTRUMENTORS[name] if lean or name not in _REPLACED else _REPLACED[name]
-    if name == "aiokafka" and not lean:
-        module, cls = "opentelemetry.instrumentation.aiokafka", "AIOKafkaInstrumentor"
+    module, cls = _INSTRUMENTORS[name] if lean else _CONTRIB.get(name, _INSTRUMENTORS[name])
     return getattr(import_module(module), cls)() if cls else _Lean(import_module(module))
 
 
@@ -566,8 +570,7 @@ def _install(
     _logs.set_logger_provider(logger_provider)
     _owned_providers.append(tracer_provider)
 
-    instrumented: list[str] = []
-    applied: list[Any] = []
+    applied: dict[str, Any] = {}
     for name in names:
         try:
             instrumentor = _instrumentor(name, lean=_lean(name, settings))
@@ -577,8 +580,7 @@ def _install(
             continue
         _instrument(instrumentor, name, tracer_provider, meter_provider)
         if instrumentor.is_instrumented_by_opentelemetry:
-            instrumented.append(name)
-            applied.append(instrumentor)
+            applied[name] = instrumentor
     return Telemetry(
         mode="standalone",
         settings=settings,
@@ -586,8 +588,8 @@ def _install(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
-        instrumented=tuple(instrumented),
-        _applied=applied,
+        instrumented=tuple(applied),
+        _applied=list(applied.values()),
     )
 
 

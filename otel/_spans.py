@@ -94,6 +94,15 @@ def record_failure(span: Span, error_type: str, exc: BaseException | None = None
         span.record_exception(exc)
 
 
+def fail_span(span: Span, error: BaseException) -> None:
+    """Mark a client span failed by ``error`` raised out of the call it traces: the exception
+    event, ``error.type`` (its qualified class) and status ERROR described by the class name
+    alone (the message stays in the event, which the scrubber sees)."""
+    span.record_exception(error)
+    span.set_attributes({ERROR_TYPE: error_type_of(error)})
+    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
 def mark_keep(span: Span) -> None:
     """Make the collector's tail sampler keep this span's trace (``soma.sampling.keep=true``)."""
     span.set_attribute(SOMA_SAMPLING_KEEP, True)

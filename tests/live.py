@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -52,6 +54,15 @@ def post_json(url: str, body: object, timeout: float = 60) -> Any:
     )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def serving(process: subprocess.Popen[bytes], health_url: str) -> bool:
+    """Whether ``process`` (which must still run) answers ``health_url``; for ``wait_until``."""
+    assert process.poll() is None, f"the process behind {health_url} exited"
+    try:
+        return bool(get_json(health_url, timeout=2))
+    except (urllib.error.URLError, ConnectionError):
+        return False
 
 
 def wait_until(

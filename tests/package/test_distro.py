@@ -126,8 +126,8 @@ def probe(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Ite
              str(PORT)],
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        live.wait_until(lambda: _healthy_on(process, PORT), bool, timeout=60,
-                        what=f"the probe app on {PORT} (log: {stdout})")
+        live.wait_until(lambda: live.serving(process, f"http://127.0.0.1:{PORT}/healthz"),
+                        bool, timeout=60, what=f"the probe app on {PORT} (log: {stdout})")
         yield Probe(job=job, canary=f"canary{uuid.uuid4().hex}", stdout=stdout, process=process)
     finally:
         if process.poll() is None:
@@ -244,8 +244,8 @@ def test_the_newest_releases_inside_the_ranges_give_the_same_setup(
              "app.py", str(port)], cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
     canary = f"canary{uuid.uuid4().hex}"
     try:
-        live.wait_until(lambda: _healthy_on(process, port), bool, timeout=60,
-                        what=f"the probe app on {port} (log: {out})")
+        live.wait_until(lambda: live.serving(process, f"http://127.0.0.1:{port}/healthz"),
+                        bool, timeout=60, what=f"the probe app on {port} (log: {out})")
         url = f"http://127.0.0.1:{port}/v1/items/7?access_token={canary}"
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.status == 200
@@ -263,10 +263,3 @@ def test_the_newest_releases_inside_the_ranges_give_the_same_setup(
     assert canary not in text
     assert "module disabled" not in text
 
-
-def _healthy_on(process: subprocess.Popen[bytes], port: int) -> bool:
-    assert process.poll() is None, "the probe app exited"
-    try:
-        return bool(live.get_json(f"http://127.0.0.1:{port}/healthz", timeout=2))
-    except (urllib.error.URLError, ConnectionError):
-        return False

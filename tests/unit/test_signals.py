@@ -33,8 +33,8 @@ def _serve_one_request_then_sigterm(tmp_path: Path, extra_env: dict[str, str]) -
             [str(BIN / "opentelemetry-instrument"), str(BIN / "python"), str(PROBE), str(PORT)],
             cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        live.wait_until(lambda: _answers(process), bool, timeout=60,
-                        what=f"the probe app on {PORT} (log: {out})")
+        live.wait_until(lambda: live.serving(process, f"http://127.0.0.1:{PORT}/healthz"),
+                        bool, timeout=60, what=f"the probe app on {PORT} (log: {out})")
         url = f"http://127.0.0.1:{PORT}/v1/items/5?access_token=s3cret"
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.status == 200
@@ -44,14 +44,6 @@ def _serve_one_request_then_sigterm(tmp_path: Path, extra_env: dict[str, str]) -
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
-
-
-def _answers(process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, "the probe app exited"
-    try:
-        return bool(live.get_json(f"http://127.0.0.1:{PORT}/healthz", timeout=2))
-    except (urllib.error.URLError, ConnectionError):
-        return False
 
 
 def test_without_the_library_sigterm_loses_the_spans_still_batched(tmp_path: Path) -> None:
