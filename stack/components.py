@@ -303,6 +303,9 @@ def components(paths: Paths) -> list[Component]:
                 "prometheus",
                 f"--config.file={repo / 'infra' / 'prometheus' / 'prometheus.yml'}",
                 f"--storage.tsdb.path={data / 'prometheus'}",
+                # The default 15d is shorter than the 28-day SLO windows of rules/slo.yml;
+                # tests/rules/test_retention.py keeps this at least the longest range a rule reads.
+                "--storage.tsdb.retention.time=30d",
                 "--web.listen-address=127.0.0.1:9090",
                 "--web.enable-lifecycle",
                 "--web.enable-admin-api",
