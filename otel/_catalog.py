@@ -1,10 +1,11 @@
-"""The metric catalog's constants: bucket boundaries and the span-derived series.
+"""The metric catalog's constants: bucket boundaries, the span- and collector-derived series.
 
 ``docs/metrics.md`` is the human catalog of every series; ``tests/unit/test_metrics_catalog.py``
-keeps it equal to this module (span-derived rows) and to the instruments that
+keeps it equal to this module (span-derived and collector rows) and to the instruments that
 ``services_instrumentation`` and the library create (all other rows). The collector-config
 test imports :data:`SPAN_DERIVED_SERIES` so that the spanmetrics connector uses the same names,
-dimensions and buckets.
+dimensions and buckets; the catalog test checks :data:`COLLECTOR_DERIVED_SERIES` against the
+collector config's rename statements.
 
 Bucket boundaries are the spec's, in seconds or bytes; the SDK's default boundaries are meant for
 milliseconds and would turn a 0.3 s p95 into 4.75 s.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "COLLECTOR_DERIVED_SERIES",
     "CONVERSATION_PROCESSING_BUCKETS",
     "HTTP_REQUEST_DURATION_BUCKETS",
     "RESOURCE_USAGE_MEMORY_BUCKETS",
@@ -38,9 +40,11 @@ PrometheusType = Literal["counter", "gauge", "histogram"]
 class SeriesSpec:
     """One series as Prometheus shows it, with where it comes from.
 
-    ``instrument`` is the OTLP instrument name (``None`` for span-derived series); ``source`` is
-    ``span-derived`` or the service (``gateway``, ``conversation-worker``, ``tool-executor``) or
-    ``library`` that emits it; ``spans`` describes the span filter of a span-derived series.
+    ``instrument`` is the OTLP instrument name (``None`` for span-derived series; for a
+    ``collector`` series, the receiver's metric the collector renames); ``source`` is
+    ``span-derived``, ``collector`` (a collector receiver, not the services, produces it) or the
+    service (``gateway``, ``conversation-worker``, ``tool-executor``) or ``library`` that emits
+    it; ``spans`` describes the span filter of a span-derived series.
     """
 
     name: str
@@ -95,5 +99,15 @@ SPAN_DERIVED_SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec(
         "tool_execution_failures_total", "counter", ("tool_name", "error_type"), "{execution}",
         (), _SPAN, spans="gen_ai.operation.name=execute_tool, status ERROR",
+    ),
+)
+
+#: Series a collector receiver produces, renamed in collector-config/config.yaml. The labels are
+#: the receiver's attributes of the metric (kafkametrics v0.161: ``group``, ``topic``); the unit
+#: is cleared, since the receiver's ``1`` would make the exporter append ``_ratio``.
+COLLECTOR_DERIVED_SERIES: tuple[SeriesSpec, ...] = (
+    SeriesSpec(
+        "kafka_consumer_lag", "gauge", ("group", "topic"), "", (), "collector",
+        instrument="kafka.consumer_group.lag_sum",
     ),
 )

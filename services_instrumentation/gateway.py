@@ -8,6 +8,8 @@ auth_attempts_total             Counter        result       ``{attempt}``
 policy_evaluations_total        Counter        result       ``{evaluation}``
 websocket_connections_active    UpDownCounter  -            ``{connection}``
 ==============================  =============  ===========  ==============================
+
+``websocket_connections_active`` is exported at 0 as soon as the instruments are created.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class GatewayInstruments:
             unit="{connection}",
             description="Active WebSocket connections",
         )
+        # The spec's gauge reads 0 from start-up: export the series (no attributes, as
+        # websocket_connection() records it) before the first connection opens.
+        self.websocket_connections.add(0)
 
     def session_created(self) -> None:
         """Count one created session."""

@@ -12,7 +12,8 @@ resource_usage_memory_bytes    Histogram      tool_name          ``By``, spec bu
 
 The CPU counter is created as ``resource_usage_cpu_seconds`` (the spec's name); the collector's
 Prometheus exporter adds ``_total`` to monotonic counters, so Prometheus shows
-``resource_usage_cpu_seconds_total``.
+``resource_usage_cpu_seconds_total``. ``sandbox_active_executions`` is exported at 0 as soon as
+the instruments are created.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class ToolExecutorInstruments:
             unit="{execution}",
             description="Currently executing tools in sandbox",
         )
+        # The spec's gauge reads 0 from start-up: export the series (no attributes, as
+        # sandbox_execution() records it) before the first execution.
+        self.sandbox_active.add(0)
         self.cpu_seconds = meter.create_counter(
             "resource_usage_cpu_seconds", unit="s", description="CPU seconds consumed by tools"
         )

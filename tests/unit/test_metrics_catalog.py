@@ -1,10 +1,14 @@
-"""docs/metrics.md equals the code: span-derived constants and the exported instruments."""
+"""docs/metrics.md equals the code: span- and collector-derived constants, the collector
+config's renames, and the exported instruments."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -15,11 +19,19 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 
-from otel._catalog import SPAN_DERIVED_SERIES, SeriesSpec
+from otel._catalog import COLLECTOR_DERIVED_SERIES, SPAN_DERIVED_SERIES, SeriesSpec
 from otel._instruments import LibraryInstruments
 from services_instrumentation import conversation_worker, gateway, tool_executor
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "metrics.md"
+COLLECTOR_CONFIG = REPO / "collector-config" / "config.yaml"
+_RENAME = re.compile(
+    r'^set\(metric\.name, "(?P<new>[^"]+)"\) where metric\.name == "(?P<old>[^"]+)"$'
+)
+_UNIT = re.compile(
+    r'^set\(metric\.unit, "(?P<unit>[^"]*)"\) where metric\.name == "(?P<name>[^"]+)"$'
+)
 _SOURCES = {
     gateway.METER_NAME: "gateway",
     conversation_worker.METER_NAME: "conversation-worker",
@@ -48,7 +60,7 @@ def _documented() -> list[SeriesSpec]:
             name=name,
             type=type_,  # type: ignore[arg-type]
             labels=() if labels == "-" else tuple(x.strip() for x in labels.split(",")),
-            unit=unit,
+            unit="" if unit == "-" else unit,
             buckets=() if buckets == "-" else tuple(float(b) for b in buckets.split(",")),
             source=source,
             instrument=None if instrument == "-" else instrument,
@@ -141,22 +153,72 @@ def test_span_derived_rows_equal_the_library_constants() -> None:
     assert len(SPAN_DERIVED_SERIES) == 10
 
 
+def test_collector_rows_equal_the_library_constants() -> None:
+    """Each collector row of docs/metrics.md equals its COLLECTOR_DERIVED_SERIES entry."""
+    documented = {_key(s) for s in _documented() if s.source == "collector"}
+    assert documented == {_key(s) for s in COLLECTOR_DERIVED_SERIES}
+    assert len(COLLECTOR_DERIVED_SERIES) == 1
+
+
+def _pipeline_keeping_only(config: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The one metrics pipeline into the Prometheus exporter whose filter keeps only ``metric``."""
+    keep_only = [f'metric.name != "{metric}"']
+    found: list[dict[str, Any]] = [
+        pipeline
+        for name, pipeline in config["service"]["pipelines"].items()
+        if name.split("/")[0] == "metrics" and "prometheus" in pipeline["exporters"]
+        and any(config["processors"][p].get("metrics", {}).get("metric") == keep_only
+                for p in pipeline["processors"] if p.split("/")[0] == "filter")
+    ]
+    assert len(found) == 1, f"metrics pipelines keeping only {metric}: {found}"
+    return found[0]
+
+
+@pytest.mark.parametrize("series", COLLECTOR_DERIVED_SERIES, ids=lambda s: s.name)
+def test_each_collector_series_is_its_receiver_metric_renamed_with_its_labels_kept(
+    series: SeriesSpec,
+) -> None:
+    """collector-config/config.yaml makes the row: a kafka_metrics pipeline keeps only the
+    receiver's metric, renames it to the series with the row's unit, and no statement touches
+    its attributes (so the labels are the receiver's, checked live by tests/pipeline)."""
+    assert series.instrument is not None
+    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    pipeline = _pipeline_keeping_only(config, series.instrument)
+    assert pipeline["receivers"] == ["kafka_metrics"]
+    assert "consumers" in config["receivers"]["kafka_metrics"]["scrapers"]
+    statements = [
+        statement
+        for p in pipeline["processors"] if p.split("/")[0] == "transform"
+        for group in config["processors"][p]["metric_statements"]
+        for statement in group["statements"]
+    ]
+    renames = [(m["old"], m["new"]) for s in statements if (m := _RENAME.match(s))]
+    units = [(m["name"], m["unit"]) for s in statements if (m := _UNIT.match(s))]
+    assert renames == [(series.instrument, series.name)]
+    assert units == [(series.name, series.unit)]
+    assert [s for s in statements if "attributes" in s] == []
+
+
 def test_emitted_rows_equal_the_instruments_the_code_exports() -> None:
     """Every other row equals a series the instruments export (name as Prometheus shows it,
     type, label keys, unit, buckets, source), and no instrument is missing from the doc."""
-    documented = {_key(s) for s in _documented() if s.source != "span-derived"}
+    documented = {
+        _key(s) for s in _documented() if s.source not in ("span-derived", "collector")
+    }
     exported = [_key(s) for s in _exported()]
     assert len(exported) == len(set(exported)) == 16
     assert documented == set(exported)
 
 
 def test_every_spec_series_is_catalogued_once() -> None:
-    """The catalog has the spec's 22 series and the library's 4, each once."""
+    """The catalog has the spec's 22 metrics, the kafka_consumer_lag of its alert rules and the
+    library's 4, each once."""
     names = [s.name for s in _documented()]
-    assert len(names) == len(set(names)) == 26
+    assert len(names) == len(set(names)) == 27
 
 
 def test_units_are_seconds_bytes_or_annotations_never_one() -> None:
-    """No documented unit is '1' or empty: s, By, or a {annotation}."""
-    units = {s.unit for s in _documented()}
+    """No unit the code creates is '1' or empty: s, By, or a {annotation} (the collector's
+    cleared unit is checked against its config above)."""
+    units = {s.unit for s in _documented() if s.source != "collector"}
     assert all(u in ("s", "By") or re.fullmatch(r"\{[a-z]+\}", u) for u in units), units
