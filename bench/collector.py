@@ -9,7 +9,7 @@ module at the stack's collector version) over OTLP gRPC on 127.0.0.1:24317, at a
 offered rates, each held for a fixed step. Every trace has 10 spans (``--child-spans 9``), all
 with ``http.route``, ``http.request.method`` and ``http.response.status_code``, so the nine
 SERVER children feed ``span_metrics/http`` and every span goes through the fan-out, the six
-filters, tail sampling (10% kept by hash, to the sink) and batch.
+filters, tail sampling (10% kept by trace id, to the sink) and batch.
 
 Per step: accepted spans/s (``otelcol_receiver_accepted_spans``), refused spans
 (memory_limiter), the collector's CPU (``/proc/<pid>/stat``, cores = CPU-seconds per second)
@@ -178,8 +178,9 @@ def run(ctx: Context) -> Section:
             "CPU-seconds per second) is the one that carries over to a dedicated host.",
             "Each trace is 10 spans; every span carries http.route/method/status, so the nine "
             "SERVER spans of each trace feed span_metrics/http and the RED counters; tail "
-            "sampling holds every trace for decision_wait (10 s) and keeps ~10% (to a sink "
-            "collector, not the shared Jaeger).",
+            "sampling (span-ingest) releases the ~10% the baseline keeps at once (to a sink "
+            "collector, not the shared Jaeger) and holds the rest for decision_wait (180 s, "
+            "longer than a step: the buffer grows through the ladder).",
         ]
         sec.commands.append(" ".join(tg_command(binary, 10_000, 8)))
     return sec

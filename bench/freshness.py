@@ -175,9 +175,9 @@ def _run(ctx: Context, sec: Section) -> None:
         "to 200 ms; Prometheus scrapes the exporter every 5 s (mean ~2.5 s). Expected "
         "request -> Prometheus: ~7.5 s mean, <= ~15.2 s worst case; the 'exporter' row is the "
         "same path minus the scrape.",
-        "Jaeger: the same 5 s SDK delay, then tail_sampling holds the trace for decision_wait "
-        "= 10 s after its first span arrives (the decision tick runs each second), then batch "
-        "(200 ms) and the OTLP export to Jaeger: expected ~12.5-16 s.",
+        "Jaeger: the same 5 s SDK delay, then tail_sampling (span-ingest) releases a kept "
+        "trace as soon as a span that matches a policy arrives, then batch (200 ms) and the "
+        "OTLP export to Jaeger: expected ~3-6 s.",
         "VictoriaLogs: the BatchLogRecordProcessor's 1 s delay, the collector's logs batch "
         "(200 ms), then VictoriaLogs makes new rows searchable within about a second: "
         "expected ~1-3 s.",

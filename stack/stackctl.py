@@ -224,6 +224,18 @@ def control(action: str, names: list[str]) -> int:
     return 1 if failures else 0
 
 
+def send_signal(signame: str, names: list[str]) -> int:
+    """Send ``signame`` (``STOP``, ``CONT``, ...) to the named running components.
+
+    ``STOP`` freezes a process without closing its sockets: the kernel still accepts
+    connections and requests, and nothing answers them, as with a hung server.
+    """
+    result = _supervisorctl(stack_paths(), "signal", signame, *names, check=False)
+    if result.returncode != 0:
+        print(f"stack signal {signame} FAILED: {result.stdout}{result.stderr}", file=sys.stderr)
+    return result.returncode
+
+
 def down() -> int:
     """Stop every program, then wait until supervisord itself has exited."""
     paths = stack_paths()

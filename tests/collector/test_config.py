@@ -1,4 +1,5 @@
-"""The collector's config: it loads, and its RED derivation matches the metric catalog."""
+"""The collector's config: it loads, its RED derivation matches the metric catalog, and its
+tail sampler waits out the services' longest retry and timeout chain."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import yaml
 
 from otel._catalog import SPAN_DERIVED_SERIES, SeriesSpec
+from services.common.kafka import RETRY_POLICY
+from services.common.settings import Settings
 from stack.stackctl import stack_paths
 
 CONFIG = Path(__file__).resolve().parents[2] / "collector-config" / "config.yaml"
@@ -99,3 +102,42 @@ def test_each_span_derived_histogram_has_the_spec_buckets_in_seconds(series: Ser
     assert connector["histogram"]["unit"] == "s"
     buckets = tuple(_seconds(b) for b in connector["histogram"]["explicit"]["buckets"])
     assert buckets == series.buckets
+
+
+#: The SDK's BatchSpanProcessor schedule delay (OTEL_BSP_SCHEDULE_DELAY default): a span
+#: reaches the collector up to this long after it ends.
+SDK_EXPORT_DELAY_S = 5.0
+
+
+def longest_chain_seconds() -> float:
+    """The longest a conversation's spans keep arriving after its first, as the services are
+    configured: every handler attempt of the worker's retry policy waits the tool-result
+    timeout and then the SLM timeout, with the back-off ceilings between attempts."""
+    settings = Settings.from_env()
+    policy = RETRY_POLICY
+    attempt = settings.tool_result_timeout + settings.slm_timeout
+    waits = sum(policy.backoff.ceiling(n) for n in range(1, policy.max_attempts))
+    return policy.max_attempts * attempt + waits
+
+
+def test_decision_wait_outlasts_the_longest_retry_and_timeout_chain() -> None:
+    """The sampler holds an unmatched trace longer than the services' longest retry/timeout
+    chain plus the SDK's export delay, so an error at its end still keeps the whole trace."""
+    sampler = yaml.safe_load(CONFIG.read_text())["processors"]["tail_sampling"]
+    assert sampler["sampling_strategy"] == "span-ingest"
+    chain = longest_chain_seconds()
+    assert chain == pytest.approx(150.6)
+    assert _seconds(sampler["decision_wait"]) >= chain + SDK_EXPORT_DELAY_S + 20
+
+
+def test_sampler_capacity_alert_fires_at_95_percent_of_num_traces() -> None:
+    """OtelCollectorSamplerAtCapacity's threshold is 95% of the sampler's num_traces, so the
+    alert and the collector config cannot drift apart."""
+    num_traces = yaml.safe_load(CONFIG.read_text())["processors"]["tail_sampling"]["num_traces"]
+    rules = yaml.safe_load((CONFIG.parents[1] / "infra/prometheus/rules/pipeline.yml").read_text())
+    (alert,) = [r for g in rules["groups"] for r in g["rules"]
+                if r.get("alert") == "OtelCollectorSamplerAtCapacity"]
+    threshold = re.search(r">= (\d+)\s*$", alert["expr"])
+    assert threshold is not None, alert["expr"]
+    assert int(threshold[1]) == num_traces * 95 // 100
+    assert f"({num_traces:,})" in alert["annotations"]["description"]

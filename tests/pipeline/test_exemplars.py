@@ -1,4 +1,4 @@
-"""Exemplars: a latency bucket of http_request_duration_seconds links to a kept trace.
+"""Exemplars: every exemplar on a spec histogram links to a trace that Jaeger holds.
 
 Prometheus 2.42 runs with ``--enable-feature=exemplar-storage`` and scrapes the collector's
 exporter in OpenMetrics (``enable_open_metrics: true``); the spanmetrics connector attaches
@@ -9,10 +9,17 @@ span must name a trace Jaeger holds, in the bucket its duration falls into.
 Each bucket of a scrape shows one exemplar (the exporter keeps the last one per bucket and
 spanmetrics starts afresh every 5 s flush), so concurrent traffic on the same route can hide a
 given request's exemplar: the test posts up to a few debug requests until one is linked.
+
+The collector attaches an exemplar only to a span whose trace the tail sampler keeps by rule
+(the 10% baseline decided by trace id, an error, a span slower than the SLO, the keep flag;
+docs/pipeline.md), so after a workload of OK and failing conversations every exemplar the
+four span-derived histograms got must be found in Jaeger with its span: the share is measured
+over all of them and must be at least ``MIN_HIT_SHARE``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import partial
 from typing import Any
@@ -20,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests import live
-from tests.pipeline.test_sampling import wait_for_no_faults
+from tests.pipeline.test_sampling import ERROR_TEXT, OK_TEXT, drive, wait_for_no_faults
 from tests.services import kit
 
 pytestmark = pytest.mark.usefixtures("services")
@@ -81,3 +88,60 @@ def test_a_request_latency_bucket_carries_an_exemplar_of_its_kept_trace() -> Non
     assert abs(span["duration"] / 1e6 - value) < 0.001, (span["duration"], value)
     print(f"exemplar: le={series['le']} value={value:.6f}s trace_id={trace_id} "
           f"span_id={span_id} after {len(sent)} request(s)")
+
+
+#: The spec histograms the spanmetrics connector derives, each with the exemplars it attaches.
+SPAN_HISTOGRAMS = ("http_request_duration_seconds", "conversation_processing_duration_seconds",
+                   "slm_latency_seconds", "tool_execution_duration_seconds")
+MIN_HIT_SHARE = 0.99
+#: Longer than a kept trace takes to reach Jaeger: the SDK's 5 s batch delay, the sampler's
+#: decision (at ingest for a kept trace), the exporter's batch.
+LANDING_S = 30
+
+
+def _all_exemplars(start: float, end: float) -> list[dict[str, str]]:
+    """The labels of every exemplar Prometheus holds on the span-derived histograms."""
+    found: list[dict[str, str]] = []
+    for name in SPAN_HISTOGRAMS:
+        answer = live.get_json(f"{live.PROMETHEUS}/api/v1/query_exemplars", {
+            "query": f"{name}_bucket", "start": f"{start:.3f}", "end": f"{end:.3f}"})
+        assert answer["status"] == "success", answer
+        found += [e["labels"] | {"series": name}
+                  for group in answer["data"] for e in group["exemplars"]]
+    return found
+
+
+def exemplar_hit_share(start: float, end: float) -> tuple[int, int, list[dict[str, str]]]:
+    """(exemplars whose trace and span Jaeger holds, exemplars, the misses) for a window."""
+    exemplars = _all_exemplars(start, end)
+    traces: dict[str, set[str]] = {}
+    misses = []
+    for e in exemplars:
+        trace_id = e.get("trace_id", "")
+        if trace_id not in traces:
+            spans = live.jaeger_trace(trace_id) if trace_id else []
+            traces[trace_id] = {s["spanID"] for s in spans}
+        if e.get("span_id") not in traces[trace_id]:
+            misses.append(e)
+    return len(exemplars) - len(misses), len(exemplars), misses
+
+
+@pytest.mark.timeout(900)
+def test_every_exemplar_of_a_conversation_workload_links_to_a_trace_in_jaeger() -> None:
+    """After 200 conversations (one in ten failing) at least 99% of the span-derived
+    histograms' exemplars name a trace and span that Jaeger holds."""
+    wait_for_no_faults()
+    texts = [ERROR_TEXT if i % 10 == 9 else OK_TEXT for i in range(200)]
+    start = time.time()
+    sent = asyncio.run(drive(texts))
+    assert len(sent) == len(texts)
+    end = time.time()
+    time.sleep(LANDING_S)
+    hits, total, misses = exemplar_hit_share(start, end + 15)
+    by_series = {name: sum(1 for e in _all_exemplars(start, end + 15) if e["series"] == name)
+                 for name in SPAN_HISTOGRAMS}
+    print(f"exemplar hit share: {hits}/{total} = {hits / max(total, 1):.4f}; per series "
+          f"{by_series}; misses {misses[:5]}")
+    assert all(by_series.values()), by_series
+    assert total >= 20, f"only {total} exemplars: too few to measure a share"
+    assert hits / total >= MIN_HIT_SHARE, (hits, total, misses[:10])

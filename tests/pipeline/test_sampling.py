@@ -7,11 +7,13 @@ runs through the real services, each session a closed loop (post, wait for the r
 WebSocket, post the next), so no trace comes near the 5 s latency policy. Every message asks
 for a one-token SLM reply (``max_reply_tokens``), which keeps the SLM at ~0.06 s a call.
 
-After the collector's ``decision_wait`` (10 s), each trace is looked up in Jaeger by the trace
-id of its 202 answer. The probabilistic policy decides by trace id alone: FNV-1a 64 of its
-``hash_salt`` and the 16 id bytes, kept when at most ``MaxUint64 * percentage / 100``. So the
-kept OK traces must be exactly the ones that rule picks (``BaselinePolicy``, read from the
-collector's config), and the rule must keep 10% of the SDK's random ids: its share over
+The sampler decides at ingest (``sampling_strategy: span-ingest``): a trace whose spans match a
+policy is released at once, so once an always-kept sentinel sent after the workload is in
+Jaeger, each trace is looked up by the trace id of its 202 answer. The baseline policy decides
+by trace id alone, with the SDK's ``TraceIdRatioBased(0.1)`` rule (low 64 bits below
+``round(0.1 * 2**64)``, written as a pattern on the id's hex string). So the kept OK traces
+must be exactly the ones that rule picks (``BaselinePolicy``, read from the collector's
+config), and the rule must keep 10% of the SDK's random ids: its share over
 200,000 fresh ids, and the share kept in the live run, must lie in the equal-tailed acceptance
 interval of Binomial(n, 0.10) at ``CONFIDENCE``, computed exactly below (no scipy). Every error
 trace must be kept; every kept trace must hold each expected span of the three services
@@ -27,11 +29,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 import urllib.error
 from dataclasses import dataclass
-from fractions import Fraction
-from functools import cached_property, partial
+from functools import partial
 from typing import Any
 
 import httpx
@@ -39,6 +41,7 @@ import pytest
 import websockets
 import yaml
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from tests import live
 from tests.collector.test_config import CONFIG
@@ -50,7 +53,9 @@ OK_TEXT, ERROR_TEXT = "calculate 6*7", "calculate 1/0"
 SESSIONS = 6  # closed loops in parallel: the worker handles one record at a time anyway
 SLO_MARGIN_S = 4.5  # the latency policy keeps traces over 5 s; slower messages are left out
 BASELINE = 0.10  # tail_sampling's probabilistic policy: sampling_percentage 10
-DECISION_WAIT_S = 10
+#: Longer than a kept trace takes to reach Jaeger: it is released at ingest, after the SDK's
+#: 5 s batch delay; the exporters' batches add under a second.
+LANDING_S = 60
 CONFIDENCE = 1 - 1e-6
 
 # (operation, service, operation of its parent or None for the root): the complete trace of
@@ -75,58 +80,78 @@ EXPECTED: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+#: The baseline's trace id pattern, in the sampler's policy and the exemplar transform.
+BASELINE_PATTERN = re.compile(r'IsMatch\(span\.trace_id\.string, "(?P<pattern>[^"]+)"\)')
+
+
 @dataclass(frozen=True)
 class BaselinePolicy:
-    """The tail sampler's probabilistic policy: which trace ids it keeps.
+    """The tail sampler's baseline policy: which trace ids it keeps.
 
-    The processor's ``internal/sampling/probabilistic.go`` at v0.161.0 (without the
-    ``usetracestate`` feature gate, and our spans carry no ``ot`` trace state): keep when
-    FNV-1a 64 of salt + id bytes <= the threshold, ``big.Float(MaxUint64) * ratio`` truncated.
+    An ``ottl_condition`` policy matching the trace id's hex string against a pattern; the
+    pattern encodes the SDK's ``TraceIdRatioBased(0.1)`` rule (low 64 bits below
+    ``round(0.1 * 2**64)``), which the tests below check against the SDK's own sampler.
     """
 
-    salt: str
-    percentage: float
+    pattern: str
 
     @classmethod
     def from_config(cls) -> BaselinePolicy:
         """The policy named baseline-10-percent in collector-config/config.yaml."""
         config = yaml.safe_load(CONFIG.read_text())["processors"]["tail_sampling"]
         policy = next(p for p in config["policies"] if p["name"] == "baseline-10-percent")
-        settings = policy["probabilistic"]
-        return cls(settings.get("hash_salt") or "default-hash-seed",
-                   settings["sampling_percentage"])
-
-    @cached_property
-    def threshold(self) -> int:
-        """The largest kept hash: (2**64 - 1) times the float64 ratio, truncated (as Go for 10%)."""
-        return int((2**64 - 1) * Fraction(self.percentage / 100))
+        (condition,) = policy["ottl_condition"]["span"]
+        match = BASELINE_PATTERN.fullmatch(condition)
+        assert match, condition
+        return cls(match["pattern"])
 
     def keeps(self, trace_id: str) -> bool:
-        """Whether the policy keeps the trace with this 32-hex-digit id."""
-        digest = 0xCBF29CE484222325
-        for byte in self.salt.encode() + bytes.fromhex(trace_id):
-            digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-        return digest <= self.threshold
+        """Whether the policy keeps the trace with this 32-hex-digit id (RE2 and re agree on
+        this pattern: anchors, classes and bounded repeats only)."""
+        return re.match(self.pattern, trace_id) is not None
 
 
-def test_baseline_policy_matches_the_collectors_go_code_on_known_values() -> None:
-    """The threshold and one hash equal what the processor's Go code computes for them."""
+def _sdk_keeps(trace_id: int) -> bool:
+    """The SDK's TraceIdRatioBased(0.1) decision for a root span of ``trace_id``."""
+    result = TraceIdRatioBased(BASELINE).should_sample(None, trace_id, "probe")
+    return result.decision.is_sampled()
+
+
+def test_baseline_policy_is_the_sdks_trace_id_ratio_rule_at_its_boundary() -> None:
+    """Around the bound round(0.1 * 2**64), and at the extremes, the policy decides as the
+    SDK's TraceIdRatioBased(0.1) does, whatever the high 64 bits."""
     policy = BaselinePolicy.from_config()
-    assert policy == BaselinePolicy("default-hash-seed", 10)
-    # Printed by Go 1.26 running the processor's calculateThreshold and hashTraceID.
-    assert policy.threshold == 1844674407370955263
-    assert policy.keeps("bd5326ca69751c502177a986bf71b4e6")  # hash 1781807589312899238
-    assert not policy.keeps("0af7651916cd43dd8448eb211c80319c")  # hash 3728843964641534796
-    assert BaselinePolicy("default-hash-seed", 100).keeps("0af7651916cd43dd8448eb211c80319c")
+    bound = TraceIdRatioBased.get_bound_for_rate(BASELINE)
+    assert bound == 0x1999999999999A00
+    lows = [*range(bound - 4096, bound + 4096), 0, 2**64 - 1, 0x0FFFFFFFFFFFFFFF,
+            0x1000000000000000, 0x1998FFFFFFFFFFFF, 0x19999999999999FF]
+    for high in (0, 0x0AF7651916CD43DD, 2**64 - 1):
+        for low in lows:
+            trace_id = high << 64 | low
+            assert policy.keeps(f"{trace_id:032x}") == _sdk_keeps(trace_id), hex(trace_id)
 
 
 def test_baseline_policy_keeps_10_percent_of_the_sdks_random_trace_ids() -> None:
-    """Over 200,000 ids from the SDK's generator the kept share is in the binomial range."""
+    """Over 200,000 ids from the SDK's generator the policy decides as TraceIdRatioBased(0.1)
+    and the kept share is in the binomial range."""
     policy, ids = BaselinePolicy.from_config(), RandomIdGenerator()
-    n = 200_000
-    kept = sum(policy.keeps(f"{ids.generate_trace_id():032x}") for _ in range(n))
+    n, kept = 200_000, 0
+    for _ in range(n):
+        trace_id = ids.generate_trace_id()
+        decision = policy.keeps(f"{trace_id:032x}")
+        assert decision == _sdk_keeps(trace_id), f"{trace_id:032x}"
+        kept += decision
     lo, hi = binomial_interval(n, BASELINE, CONFIDENCE)
     assert lo <= kept <= hi, (kept, lo, hi)
+
+
+def test_exemplar_transform_uses_the_baseline_policys_pattern() -> None:
+    """transform/exemplar_traces keeps a span's trace id for the exemplar under the very
+    pattern the sampler's baseline uses, so the two cannot drift."""
+    config = yaml.safe_load(CONFIG.read_text())["processors"]["transform/exemplar_traces"]
+    (statement,) = config["trace_statements"]
+    assert [m["pattern"] for m in BASELINE_PATTERN.finditer(statement)] == [
+        BaselinePolicy.from_config().pattern]
 
 
 def binomial_interval(n: int, p: float, confidence: float = 0.99) -> tuple[int, int]:
@@ -209,7 +234,7 @@ async def _session_loop(client: httpx.AsyncClient, key: str, session: str,
                             time.monotonic() - start))
 
 
-async def _drive(texts: list[str]) -> list[Sent]:
+async def drive(texts: list[str]) -> list[Sent]:
     """Run ``texts`` through the services over SESSIONS closed loops; return what was sent."""
     _, key = kit.create_tenant(rate_limit_per_minute=1_000_000, token_budget=10**9,
                                persona_token_budget=10**9)
@@ -319,7 +344,7 @@ async def _run_sampling_workload(n_ok: int, n_error: int) -> dict[str, Any]:
     texts = [ERROR_TEXT if i % (step + 1) == step else OK_TEXT for i in range(n_ok + n_error)]
     assert texts.count(ERROR_TEXT) == n_error
     started = time.monotonic()
-    sent = await _drive(texts)
+    sent = await drive(texts)
     drive_seconds = time.monotonic() - started
     assert len(sent) == n_ok + n_error
     assert not faults_in_force(), "a fault switch was turned on during the workload"
@@ -329,25 +354,25 @@ async def _run_sampling_workload(n_ok: int, n_error: int) -> dict[str, Any]:
         s for s in ok if "calculate: 42" not in s.reply][:3]
     assert all(s.status == "answered" and "tool_error" in s.reply for s in errors), errors[:3]
 
-    # Every error trace is kept: wait past decision_wait until each is complete in Jaeger.
+    # Every error trace is kept: wait until each is complete in Jaeger.
     for s in errors:
         spans, processes = live.wait_until(
             partial(_trace, s.trace_id),
             lambda found: bool(found[0]) and not incompleteness(*found),
-            DECISION_WAIT_S + 60, f"error trace {s.trace_id} complete in Jaeger", interval=1,
+            LANDING_S, f"error trace {s.trace_id} complete in Jaeger", interval=1,
         )
         failed = [x for x in spans if x["operationName"] == "execute_tool calculate"]
         assert _tags(failed[0])["otel.status_code"] == "ERROR"
         assert _tags(failed[0])["error.type"] == "tool_error"
-    # Barrier: an always-kept sentinel sent after the workload. The sampler decides traces in
-    # the order their first spans arrived, so once the sentinel is complete in Jaeger every
-    # workload trace has been decided and, if kept, exported.
+    # Barrier: an always-kept sentinel sent after the workload. The sampler releases a kept
+    # trace as its spans arrive, in order, so once the sentinel is complete in Jaeger every
+    # kept workload trace has been exported (the others are never released).
     _, sentinel_key = kit.create_tenant()
     sentinel_session = kit.create_session(sentinel_key)
     sentinel = kit.post_message(sentinel_key, sentinel_session, OK_TEXT, debug=True)
     live.wait_until(lambda: _trace(sentinel["trace_id"]),
                     lambda found: bool(found[0]) and not incompleteness(*found),
-                    DECISION_WAIT_S + 60, "the sentinel trace complete in Jaeger", interval=1)
+                    LANDING_S, "the sentinel trace complete in Jaeger", interval=1)
 
     sample = [s for s in ok if s.seconds < SLO_MARGIN_S]
     assert len(sample) >= 0.95 * len(ok), f"{len(ok) - len(sample)} OK messages over 4.5 s"
