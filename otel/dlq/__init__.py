@@ -41,6 +41,21 @@ What happens to each record (one at a time, in partition order, via ``getone()``
 4. The source offset is committed (``offset + 1``, auto-commit is off) only after the handler
    succeeded or the DLQ write was acknowledged (idempotent producer, ``acks=all``).
 
+DLQ guard (``handler=None``)
+----------------------------
+
+A topic that is read without a consumer group (every instance sees every record, nothing is
+committed) still gets its ``T.dlq`` from exactly one party: an ``EventConsumer(["T"], None,
+group_id="<service>-dlq-guard", validator=...)`` run by every instance (the group gives each
+partition to one of them). It only decodes and validates: a valid record is committed with no
+span and no log (nothing processed it; the group-less readers do), and the guard fetches with
+the uninstrumented ``getone`` (no aiokafka ``receive`` span), so a valid record's trace is the
+same with or without a guard; an invalid one is
+dead-lettered exactly as above (steps 1, 2 and 4, process span with ``soma.sampling.keep``,
+``dlq_events_total``, the lossless write). The validator must be a pure function of the event
+and the group-less readers must drop exactly what it rejects, so that a record is either used
+or dead-lettered, never both and never neither.
+
 Dead-lettering
 --------------
 
@@ -93,7 +108,8 @@ Arguments
 ``EventConsumer(topics, handler, *, bootstrap_servers, group_id, validator=None,
 retry=RetryPolicy(max_attempts=5, backoff=Backoff(initial=0.2, maximum=5.0)),
 dlq_backoff=Backoff(0.5, 30.0), consumer_config=None, producer_config=None,
-tracer_provider=None, meter_provider=None, process_hook=None)``.
+tracer_provider=None, meter_provider=None, process_hook=None)``; ``handler=None`` makes a
+DLQ guard (above; ``retry`` then never applies).
 ``consumer_config``/``producer_config`` are extra aiokafka keyword arguments; the settings the
 guarantees depend on (auto-commit, idempotence, acks, serialisers, group, servers) are
 refused. ``process_hook(span, record)`` runs when each process span starts; its exceptions

@@ -6,6 +6,7 @@ See :mod:`otel.dlq` for the manual.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -99,12 +100,15 @@ class _DeadLetter:
 
 
 class EventConsumer:
-    """Consume ``topics`` with ``handler``; dead-letter what cannot be processed to ``T.dlq``."""
+    """Consume ``topics`` with ``handler``; dead-letter what cannot be processed to ``T.dlq``.
+
+    With ``handler=None`` it is a DLQ guard: records are only decoded and validated.
+    """
 
     def __init__(
         self,
         topics: Sequence[str],
-        handler: Handler,
+        handler: Handler | None,
         *,
         bootstrap_servers: str | list[str],
         group_id: str,
@@ -215,7 +219,7 @@ class EventConsumer:
     async def _next_record(self) -> ConsumerRecord[bytes, bytes] | None:
         """Return the next record, or None when stopping or a blocked partition is due."""
         timeout = self._resume_due()
-        getter = asyncio.ensure_future(self._consumer.getone())
+        getter = asyncio.ensure_future(self._fetch())
         stopper = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -224,7 +228,16 @@ class EventConsumer:
             await asyncio.wait({getter})
         if getter.cancelled():
             return None
-        record: ConsumerRecord[bytes, bytes] = getter.result()
+        fetched: ConsumerRecord[bytes, bytes] = getter.result()
+        return fetched
+
+    async def _fetch(self) -> ConsumerRecord[bytes, bytes]:
+        """``getone()``; a guard's is the uninstrumented one: it makes no ``receive`` span."""
+        if self._handler is None:
+            getone = inspect.unwrap(AIOKafkaConsumer.getone)
+            guarded: ConsumerRecord[bytes, bytes] = await getone(self._consumer)
+            return guarded
+        record: ConsumerRecord[bytes, bytes] = await self._consumer.getone()
         return record
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -239,26 +252,29 @@ class EventConsumer:
             return
         self._blocked.pop(tp, None)
 
-        decode_error: ProcessingError | None = None
+        failure: Failure | None = None
         event: Event = {}
         try:
             event = decode_event(record.value)
         except ProcessingError as exc:
-            decode_error = exc
+            now = _now_ms()
+            failure = Failure(exc, 1, now, now, exc.error_type)
+        decoded = failure is None
+        if decoded and self._handler is None:
+            failure = self._validate(event)
+            if failure is None:  # a guard: nothing processes a valid record, so it has no span
+                await self._commit(tp, record.offset)
+                return
         with process_span(
             record,
             consumer_group=self._group_id,
-            body=None if decode_error else event,
+            body=event if decoded else None,
             tracer_provider=self._tracer_provider,
             meter_provider=self._meter_provider,
             hook=self._process_hook,
         ) as span:
-            if decode_error is not None:
-                now = _now_ms()
-                kind = decode_error.error_type
-                failure: Failure | None = Failure(decode_error, 1, now, now, kind)
-            else:
-                failure = await self._process(event, record, span)
+            if failure is None and self._handler is not None:
+                failure = await self._process(self._handler, event, record, span)
             if failure is None:
                 await self._commit(tp, record.offset)
                 return
@@ -285,23 +301,31 @@ class EventConsumer:
                 )
             )
 
+    def _validate(self, event: Event) -> Failure | None:
+        """Run the validator; return its failure (``invalid_event`` unless it says), or None."""
+        if self._validator is None:
+            return None
+        try:
+            self._validator(event)
+        except Exception as exc:
+            now = _now_ms()
+            kind = error_type(exc) if isinstance(exc, ProcessingError) else "invalid_event"
+            return Failure(exc, 1, now, now, kind)
+        return None
+
     async def _process(
-        self, event: Event, record: ConsumerRecord[bytes, bytes], span: Span
+        self, handler: Handler, event: Event, record: ConsumerRecord[bytes, bytes], span: Span
     ) -> Failure | None:
         """Validate, then run the handler with retries; return the failure, or None on success."""
-        if self._validator is not None:
-            try:
-                self._validator(event)
-            except Exception as exc:
-                now = _now_ms()
-                kind = error_type(exc) if isinstance(exc, ProcessingError) else "invalid_event"
-                return Failure(exc, 1, now, now, kind)
+        failure = self._validate(event)
+        if failure is not None:
+            return failure
         first_ms = 0
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._handler(event, record)
+                await handler(event, record)
             except Exception as exc:
                 now = _now_ms()
                 first_ms = first_ms or now

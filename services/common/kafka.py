@@ -1,4 +1,4 @@
-"""Kafka plumbing of the services: topics, producers, consumers and a reply tail.
+"""Kafka plumbing of the services: topics, producers, consumers and topic tails.
 
 * :data:`TOPICS` and :func:`ensure_topics`: the broker's auto topic creation is off, so every
   service creates, at startup and idempotently, the four topics and their ``T.dlq`` (3
@@ -8,23 +8,76 @@
 * :func:`new_event_consumer`: an :class:`otel.dlq.EventConsumer` (``process {topic}`` span,
   bounded retries, lossless DLQ, manual commits) with the services' retry policy.
 * :class:`TopicTail`: reads every partition of a topic from its end without a consumer group
-  (each instance sees every record), each record inside a ``process {topic}`` span; the worker
-  uses it for ``tool.results`` and the gateway for ``conversation.replies``.
+  (each instance sees every record), each valid record inside a ``process {topic}`` span; the
+  worker uses it for ``tool.results`` and the gateway for ``conversation.replies``. Its records
+  that nobody can use go to ``T.dlq`` through a DLQ guard group (below).
+
+Dead-lettering a tailed topic
+-----------------------------
+
+A tail has no group and never commits, and every replica sees every record, so the tails
+cannot be the ones that dead-letter: each replica would write the same poison record once.
+Two kinds of record must also be told apart:
+
+* *poison*: nobody can use it. The decision is a pure function of the record, the same on
+  every instance: :func:`otel.dlq.decode_event` (null tombstone, not UTF-8, not JSON:
+  ``undecodable_event``; JSON that is not an object: ``invalid_event``) and then the topic's
+  validator (missing or mistyped fields the handlers need: ``invalid_event``);
+* *not for this instance*: valid, but for another gateway's WebSocket or another worker's
+  pending tool request. Handlers ignore those; they are never dead-lettered.
+
+Each tail therefore also runs a DLQ guard: an :class:`otel.dlq.EventConsumer` with no handler
+and the same validator, in the group ``guard_group`` (``<service>-dlq-guard``) that every
+replica of the service joins, so each partition is guarded by exactly one replica at a time.
+The guard commits a valid record without a span (not even a ``receive`` one), and dead-letters
+a poison one through the library's one DLQ path: the original bytes and headers plus the
+``dlq.*`` headers (``dlq.consumer.group`` is the guard group), a ``process {topic}`` span with
+ERROR, ``error.type`` and ``soma.sampling.keep``, one
+``dlq_events_total{source_topic, error_type}`` on the broker's ack, and the commit only after
+that ack (a failing write blocks the partition and is retried until it succeeds). So each
+poison record lands in ``T.dlq`` once, with any number of replicas (at least once across a
+crash or rebalance between the ack and the commit, as for every
+:class:`~otel.dlq.EventConsumer`). The first start of a guard group reads the retained history
+of its topic (``earliest``), so nothing produced before it is missed. The
+tail drops poison records itself, at DEBUG (the guard logs and counts them).
+
+A trace context that is missing or malformed does not make a record poison, as for every
+consumer (:mod:`otel.kafka`): the tail processes it in a new trace and
+``soma_trace_context_invalid_total{source, reason}`` counts it; a poison record's broken
+headers are kept byte for byte in ``T.dlq``.
+
+A handler that raises on a valid record is not retried (the record is this instance's only;
+the next one is not held back): its ``process {topic}`` span gets status ERROR, ``error.type``
+(the error's ``error_type`` or class name), the exception event and ``soma.sampling.keep``
+(the trace is always kept), and an ERROR log inside that span names the record and its trace
+id. The record itself stays in the topic. A reader or guard task that ends with an error is
+logged at ERROR.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from opentelemetry import trace
 
-from otel.dlq import Backoff, EventConsumer, Handler, RetryPolicy, Validator
+import otel
+from otel.dlq import (
+    SAMPLING_KEEP,
+    Backoff,
+    Event,
+    EventConsumer,
+    Handler,
+    RetryPolicy,
+    Validator,
+    decode_event,
+    error_type,
+)
 from otel.kafka import process_span
 
 _LOG = logging.getLogger(__name__)
@@ -119,29 +172,50 @@ def new_event_consumer(
     )
 
 
-TailHandler = Callable[[dict[str, Any]], Awaitable[None]]
+TailHandler = Callable[[Event], Awaitable[None]]
+"""``async def handler(event)``: runs for each valid record of the tail, on every instance."""
 
 
 class TopicTail:
     """Read ``topic`` from its current end on every partition, without a group, forever.
 
-    Records that are not a JSON object are logged and skipped (they are another consumer's
-    to dead-letter; a tail never commits). The handler runs inside the record's
-    ``process {topic}`` span; its exceptions are logged, never raised.
+    Each record that decodes and passes ``validator`` goes to ``handler`` inside its
+    ``process {topic}`` span; the others are left to the DLQ guard, an
+    :class:`otel.dlq.EventConsumer` in group ``guard_group`` that dead-letters them to
+    ``{topic}.dlq`` (see the module docstring). Handler exceptions are recorded and logged,
+    never raised.
     """
 
-    def __init__(self, topic: str, handler: TailHandler, *, bootstrap: str, name: str) -> None:
+    def __init__(
+        self,
+        topic: str,
+        handler: TailHandler,
+        *,
+        validator: Validator,
+        guard_group: str,
+        bootstrap: str,
+        name: str,
+    ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._handler = handler
+        self._validator = validator
         self._name = name
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
         )
-        self._task: asyncio.Task[None] | None = None
+        self._guard = EventConsumer(
+            [topic], None, bootstrap_servers=bootstrap, group_id=guard_group,
+            validator=validator,
+        )
+        self._reader: asyncio.Task[None] | None = None
+        self._guarding: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Assign every partition, move to its end, and start reading in the background."""
+        """Start the DLQ guard; assign every partition, move to its end, and start reading."""
+        await self._guard.start()
+        self._guarding = asyncio.create_task(self._guard.run(), name=f"dlq guard {self._topic}")
+        self._guarding.add_done_callback(self._ended)
         tps = [TopicPartition(self._topic, p)
                for p in await partition_ids(self._bootstrap, self._topic)]
         await self._consumer.start()
@@ -149,31 +223,43 @@ class TopicTail:
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, so nothing produced after start is missed
             await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._run(), name=f"tail {self._topic}")
+        self._reader = asyncio.create_task(self._run(), name=f"tail {self._topic}")
+        self._reader.add_done_callback(self._ended)
 
     async def stop(self) -> None:
-        """Stop reading and disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Stop reading and guarding (the guard after its current record), then disconnect."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
         await self._consumer.stop()
+        await self._guard.stop()
+        if self._guarding is not None:
+            await asyncio.gather(self._guarding, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _LOG.error("%s: task %r ended with an error", self._name, task.get_name(),
+                       exc_info=error)
 
     async def _run(self) -> None:
         while True:
             record = await self._consumer.getone()
             try:
-                event = json.loads(record.value) if record.value is not None else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                event = None
-            if not isinstance(event, dict):
-                _LOG.warning(
-                    "skipping a record that is not a JSON object",
-                    extra={"topic": record.topic, "partition": record.partition,
-                           "offset": record.offset},
-                )
+                event = decode_event(record.value)
+                self._validator(event)
+            except Exception as exc:
+                _LOG.debug("%s[%d]@%d cannot be used (%s); left to the DLQ guard",
+                           record.topic, record.partition, record.offset, exc)
                 continue
-            with process_span(record, consumer_group=None, body=event):
+            with process_span(record, consumer_group=None, body=event) as span:
                 try:
                     await self._handler(event)
-                except Exception:
-                    _LOG.exception("%s handler failed", self._name)
+                except Exception as exc:
+                    otel.record_failure(span, error_type(exc), exc)
+                    span.set_attribute(SAMPLING_KEEP, True)
+                    _LOG.error(
+                        "%s handler failed on %s[%d]@%d; not retried; trace_id=%s", self._name,
+                        record.topic, record.partition, record.offset,
+                        trace.format_trace_id(span.get_span_context().trace_id),
+                        exc_info=True,
+                    )

@@ -30,7 +30,12 @@ async def run(settings: Settings) -> None:
     )
     from services.conversation_worker.budget import Budgets
     from services.conversation_worker.slm import SlmClient
-    from services.conversation_worker.worker import PendingTools, Worker, validate_event
+    from services.conversation_worker.worker import (
+        PendingTools,
+        Worker,
+        validate_event,
+        validate_tool_result,
+    )
     from services.faults import FaultState, WorkerFaults, faults_router
     from services_instrumentation.conversation_worker import create_instruments
 
@@ -54,8 +59,9 @@ async def run(settings: Settings) -> None:
             unstuck.set()
 
     faults.on_change(apply)
-    tail = TopicTail(TOOL_RESULTS, pending.resolve, bootstrap=settings.kafka_bootstrap,
-                     name="tool results")
+    tail = TopicTail(TOOL_RESULTS, pending.resolve, validator=validate_tool_result,
+                     guard_group="conversation-worker-dlq-guard",
+                     bootstrap=settings.kafka_bootstrap, name="tool results")
     await tail.start()
     consumer = new_event_consumer(
         CONVERSATION_EVENTS, worker.handle, bootstrap=settings.kafka_bootstrap,

@@ -80,6 +80,24 @@ def validate_event(event: dict[str, Any]) -> None:
         raise InvalidEventError("field 'max_reply_tokens' must be a positive integer")
 
 
+TOOL_STATUSES: Final = frozenset({"ok", "error", "blocked"})
+
+
+def validate_tool_result(event: dict[str, Any]) -> None:
+    """Reject a ``tool.results`` event the worker cannot match or read.
+
+    ``correlation_id`` and ``tool_name`` must be non-empty strings and ``status`` one of
+    ``ok``, ``error``, ``blocked``. The worker's DLQ guard dead-letters what this rejects; its
+    tail resolves the rest (see :class:`services.common.kafka.TopicTail`).
+    """
+    for name in ("correlation_id", "tool_name"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidEventError(f"field {name!r} must be a non-empty string")
+    if event.get("status") not in TOOL_STATUSES:
+        raise InvalidEventError(f"field 'status' must be one of {sorted(TOOL_STATUSES)}")
+
+
 @dataclass
 class PendingTools:
     """Tool requests awaiting their result, by correlation id."""
@@ -97,8 +115,9 @@ class PendingTools:
         self.futures.pop(correlation_id, None)
 
     async def resolve(self, event: dict[str, Any]) -> None:
-        """Complete the future of a ``tool.results`` event (others' results are ignored)."""
-        future = self.futures.get(str(event.get("correlation_id")))
+        """Complete the future of a valid ``tool.results`` event (a result this instance does
+        not wait for is another instance's, or came too late: ignored)."""
+        future = self.futures.get(event["correlation_id"])
         if future is not None and not future.done():
             future.set_result(event)
 

@@ -25,6 +25,7 @@ from opentelemetry import context, trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from otel.dlq import InvalidEventError
 from otel.kafka import send_event
 from services.common import db
 from services.common.http import (
@@ -60,6 +61,7 @@ from services_instrumentation.gateway import GatewayInstruments, create_instrume
 _LOG = logging.getLogger("services.gateway")
 
 MAX_BODY_BYTES: Final = 16 * 1024
+REPLY_GUARD_GROUP: Final = "gateway-dlq-guard"
 MAX_TEXT_CHARS: Final = 4000
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 M = TypeVar("M", bound=BaseModel)
@@ -100,6 +102,30 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
+_REPLY_UUIDS: Final = ("session_id", "message_id", "reply_to")
+_REPLY_STRINGS: Final = ("status", "intent", "text", "trace_id")
+
+
+def validate_reply(event: dict[str, Any]) -> None:
+    """Reject a ``conversation.replies`` event that is not a WebSocket frame of the API.
+
+    ``session_id``, ``message_id`` and ``reply_to`` must be UUID strings; ``status``,
+    ``intent``, ``text`` and ``trace_id`` strings. The gateway's DLQ guard dead-letters what
+    this rejects; its tail delivers the rest (see :class:`services.common.kafka.TopicTail`).
+    """
+    for name in _REPLY_UUIDS:
+        value = event.get(name)
+        if not isinstance(value, str):
+            raise InvalidEventError(f"field {name!r} must be a UUID string")
+        try:
+            uuid.UUID(value)
+        except ValueError as exc:
+            raise InvalidEventError(f"field {name!r} must be a UUID string") from exc
+    for name in _REPLY_STRINGS:
+        if not isinstance(event.get(name), str):
+            raise InvalidEventError(f"field {name!r} must be a string")
+
+
 @dataclass
 class ReplyHub:
     """Fan-out of ``conversation.replies`` records to the WebSockets of each session."""
@@ -123,11 +149,9 @@ class ReplyHub:
                 del self.subscribers[session_id]
 
     async def deliver(self, event: dict[str, Any]) -> None:
-        """Hand a reply event to every subscriber of its session (dropped when one is full)."""
-        session_id = event.get("session_id")
-        if not isinstance(session_id, str):
-            _LOG.warning("reply without session_id skipped")
-            return
+        """Hand a valid reply event to every subscriber of its session (dropped when one is
+        full); a reply for a session with no WebSocket here is another instance's."""
+        session_id = event["session_id"]
         for queue in list(self.subscribers.get(session_id, ())):
             if queue.full():
                 _LOG.warning("websocket queue full; reply dropped",
@@ -343,7 +367,8 @@ def create_app(settings: Settings) -> FastAPI:
         producer = await new_producer(settings.kafka_bootstrap)
         hub = ReplyHub()
         tail = TopicTail(
-            CONVERSATION_REPLIES, hub.deliver, bootstrap=settings.kafka_bootstrap,
+            CONVERSATION_REPLIES, hub.deliver, validator=validate_reply,
+            guard_group=REPLY_GUARD_GROUP, bootstrap=settings.kafka_bootstrap,
             name="reply fan-out",
         )
         await tail.start()
