@@ -10,7 +10,9 @@ Run (``docs/services.md`` has the full environment)::
 It consumes ``conversation.events`` as group ``conversation-worker`` (one record at a time,
 retries and ``conversation.events.dlq`` from :class:`otel.dlq.EventConsumer`), reads
 ``tool.results`` from the end of every partition without a group (so each instance sees the
-results of its own requests), and serves on port 8011: ``GET /healthz``, ``GET /readyz`` (503
+results of its own requests; its poison records go to ``tool.results.dlq`` through the
+``conversation-worker-dlq-guard`` group, :class:`services.common.kafka.TopicTail`), and
+serves on port 8011: ``GET /healthz``, ``GET /readyz`` (503
 when Kafka, Redis, PostgreSQL or the SLM is unreachable) and the loopback-only
 ``/admin/faults`` (:class:`services.faults.WorkerFaults`).
 
