@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pytest
+
 from otel.testing import CapturedTelemetry
 from services_instrumentation import gateway, tool_executor
+
+#: (series, instruments factory, the block it counts while open)
+GAUGES: list[tuple[str, Callable[[], Any], Callable[[Any], AbstractContextManager[None]]]] = [
+    ("websocket_connections_active", gateway.create_instruments,
+     lambda instruments: instruments.websocket_connection()),
+    ("sandbox_active_executions", tool_executor.create_instruments,
+     lambda instruments: instruments.sandbox_execution()),
+]
 
 
 def _gauge(capture: CapturedTelemetry, name: str) -> tuple[str, dict[str, object], float]:
@@ -12,37 +26,22 @@ def _gauge(capture: CapturedTelemetry, name: str) -> tuple[str, dict[str, object
     return point.kind, dict(point.attributes), point.value
 
 
-def test_websocket_connections_active_is_one_series_at_zero_before_any_connection(
-    otel_capture: CapturedTelemetry,
+@pytest.mark.parametrize(("name", "create", "block"), GAUGES, ids=[g[0] for g in GAUGES])
+def test_gauge_is_one_series_at_zero_before_any_block(
+    otel_capture: CapturedTelemetry, name: str, create: Callable[[], Any],
+    block: Callable[[Any], AbstractContextManager[None]],
 ) -> None:
-    """Creating the gateway's instruments exports websocket_connections_active = 0, no labels."""
-    gateway.create_instruments()
-    assert _gauge(otel_capture, "websocket_connections_active") == ("sum", {}, 0)
+    """Creating the service's instruments exports the gauge = 0, with no labels."""
+    create()
+    assert _gauge(otel_capture, name) == ("sum", {}, 0)
 
 
-def test_websocket_connections_active_is_one_while_open_and_zero_after_close(
-    otel_capture: CapturedTelemetry,
+@pytest.mark.parametrize(("name", "create", "block"), GAUGES, ids=[g[0] for g in GAUGES])
+def test_gauge_is_one_while_a_block_runs_and_zero_after(
+    otel_capture: CapturedTelemetry, name: str, create: Callable[[], Any],
+    block: Callable[[Any], AbstractContextManager[None]],
 ) -> None:
-    """One WebSocket connection counts 1 while open and 0 after it closes, in the same series."""
-    instruments = gateway.create_instruments()
-    with instruments.websocket_connection():
-        assert _gauge(otel_capture, "websocket_connections_active") == ("sum", {}, 1)
-    assert _gauge(otel_capture, "websocket_connections_active") == ("sum", {}, 0)
-
-
-def test_sandbox_active_executions_is_one_series_at_zero_before_any_execution(
-    otel_capture: CapturedTelemetry,
-) -> None:
-    """Creating the tool executor's instruments exports sandbox_active_executions = 0, no labels."""
-    tool_executor.create_instruments()
-    assert _gauge(otel_capture, "sandbox_active_executions") == ("sum", {}, 0)
-
-
-def test_sandbox_active_executions_is_one_while_running_and_zero_after(
-    otel_capture: CapturedTelemetry,
-) -> None:
-    """One sandbox execution counts 1 while it runs and 0 after it ends, in the same series."""
-    instruments = tool_executor.create_instruments()
-    with instruments.sandbox_execution():
-        assert _gauge(otel_capture, "sandbox_active_executions") == ("sum", {}, 1)
-    assert _gauge(otel_capture, "sandbox_active_executions") == ("sum", {}, 0)
+    """One connection or execution counts 1 while open and 0 after it ends, in the same series."""
+    with block(create()):
+        assert _gauge(otel_capture, name) == ("sum", {}, 1)
+    assert _gauge(otel_capture, name) == ("sum", {}, 0)
