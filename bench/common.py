@@ -47,6 +47,8 @@ from typing import Any
 
 import yaml
 
+from stack.components import COLLECTOR_FEATURE_GATES
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 PY = str(VENV_BIN / "python")
@@ -385,7 +387,8 @@ class BenchCollector:
                           self.dir / "sink.log", env)
         wait_http(f"http://127.0.0.1:{SINK_PORTS['health']}/", 30, self.sink,
                   self.dir / "sink.log")
-        self.proc = spawn([binary, "--config", str(self.dir / "config.yaml")],
+        self.proc = spawn([binary, COLLECTOR_FEATURE_GATES, "--config",
+                           str(self.dir / "config.yaml")],
                           self.dir / "collector.log", env)
         wait_http(f"http://127.0.0.1:{BENCH_PORTS['health']}/", 60, self.proc,
                   self.dir / "collector.log")

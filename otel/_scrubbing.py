@@ -1,6 +1,7 @@
 """Scrubbing: secrets are redacted before any log line or span attribute leaves the process.
 
-What is redacted
+What is redacted (the rules are ``otel/redaction_rules.toml``, which the collector's redaction
+processors are rendered from too, so a sender without this library is redacted the same way)
     * Any value whose key matches one of the :data:`KEY_RULES` (case-insensitive, anywhere in the
       key, so ``http.request.header.authorization`` and ``X-Api-Key`` match), at any depth of
       nested dicts, lists and tuples. The whole value becomes ``"[REDACTED]"``.
@@ -45,6 +46,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span, SpanProcessor
 
 from otel._instruments import library_instruments
+from otel._redaction_rules import rules
 from otel._sdk import events_and_links, frozen_attributes
 
 __all__ = [
@@ -57,26 +59,25 @@ __all__ = [
     "scrub_value",
 ]
 
-REDACTED: Final = "[REDACTED]"
+_RULES = rules()
+
+REDACTED: Final = _RULES.marker
 
 Signal = Literal["logs", "traces"]
 
-#: (rule name, pattern searched in a key). The rule name is the metric label.
-KEY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("authorization", re.compile(r"authori[sz]ation", re.IGNORECASE)),
-    ("cookie", re.compile(r"cookie", re.IGNORECASE)),
-    ("api_key", re.compile(r"api[-_.]?key", re.IGNORECASE)),
-    ("password", re.compile(r"passw(?:or)?d|passphrase", re.IGNORECASE)),
-    ("secret", re.compile(r"secret", re.IGNORECASE)),
-    ("token", re.compile(r"token(?![a-z])", re.IGNORECASE)),
-    ("session_id", re.compile(r"session[-_.]?id", re.IGNORECASE)),
-    ("private_key", re.compile(r"private[-_.]?key", re.IGNORECASE)),
-    ("credential", re.compile(r"credential", re.IGNORECASE)),
-)
+#: (rule name, pattern searched in a key), from ``redaction_rules.toml``. The rule name is the
+#: metric label.
+KEY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (rule.name, rule.python) for rule in _RULES.key_rules)
 
-_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Digest)(\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
-_SCHEME_WORD = re.compile(r"Bearer|Basic|Digest", re.IGNORECASE)
-_KEY_VALUE = re.compile(r"([A-Za-z0-9_.\-]+)(\s*=\s*|\s*:(?!//)\s*)([^\s&;,#\"']+)")
+_AUTH_SCHEME = re.compile(_RULES.scheme, re.IGNORECASE)
+_SCHEME_WORD = re.compile("|".join(_RULES.scheme_words), re.IGNORECASE)
+# A pair's key is a whole run of key characters (possessive: a long run without a separator
+# is given up at once, never backtracked into), then the separator; its value is matched after
+# it only when the key names a secret, so an ordinary key never swallows the pair after it
+# (``error: password=...``).
+_PAIR_KEY = re.compile(rf"(?<![{_RULES.key_chars}])([{_RULES.key_chars}]++)(\s*=\s*|\s*:(?!//)\s*)")
+_PAIR_VALUE = re.compile(f"[{_RULES.value_chars}]+")
 _MAX_DEPTH = 16
 
 
@@ -116,14 +117,7 @@ def scrub_text(text: str, redactions: Redactions) -> str:
     """Redact credentials inside free text (auth schemes and secret ``key=value`` pairs)."""
 
     def _scheme(match: re.Match[str]) -> str:
-        redactions.add("authorization")
-        return f"{match.group(1)}{match.group(2)}{REDACTED}"
-
-    def _pair(match: re.Match[str]) -> str:
-        rule = key_rule(match.group(1))
-        if rule is None or match.group(3) == REDACTED or _SCHEME_WORD.fullmatch(match.group(3)):
-            return match.group(0)
-        redactions.add(rule)
+        redactions.add(_RULES.scheme_rule)
         return f"{match.group(1)}{match.group(2)}{REDACTED}"
 
     if not text:
@@ -131,9 +125,29 @@ def scrub_text(text: str, redactions: Redactions) -> str:
     text = _AUTH_SCHEME.sub(_scheme, text)
     if "=" not in text and ":" not in text:
         return text  # no key=value or key: value pair can be in it
-    # The auth-scheme pass leaves "Bearer [REDACTED]"; "[REDACTED]" never matches _KEY_VALUE's
-    # value class, so nothing is counted twice.
-    return _KEY_VALUE.sub(_pair, text)
+    return _scrub_pairs(text, redactions)
+
+
+def _scrub_pairs(text: str, redactions: Redactions) -> str:
+    """Redact the value of every ``key=value``/``key: value`` pair whose key names a secret.
+
+    The auth-scheme pass ran first and left ``Bearer [REDACTED]``: a value that is then the
+    scheme word or the marker is left alone, so nothing is counted twice."""
+    parts: list[str] = []
+    pos = 0
+    while (pair := _PAIR_KEY.search(text, pos)) is not None:
+        parts.append(text[pos:pair.end()])
+        pos = pair.end()
+        rule = key_rule(pair.group(1))
+        value = _PAIR_VALUE.match(text, pos) if rule is not None else None
+        if rule is None or value is None or value.group() == REDACTED or (
+                _SCHEME_WORD.fullmatch(value.group())):
+            continue
+        redactions.add(rule)
+        parts.append(REDACTED)
+        pos = value.end()
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def scrub_value(

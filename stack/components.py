@@ -46,6 +46,11 @@ class Paths:
         return Path(hits[-1]) if hits else self.cache / pattern
 
 
+#: Feature gates every otelcol-soma run needs: OTTL lambdas (Any, Filter, MapEach, Reduce, When)
+#: in the redaction processors rendered by collector-config/render_redaction.py.
+COLLECTOR_FEATURE_GATES = "--feature-gates=ottl.functions.enableLambda"
+
+
 @dataclass(frozen=True)
 class Component:
     """One supervised process of the stack."""
@@ -251,6 +256,7 @@ def components(paths: Paths) -> list[Component]:
             2,
             [
                 str(paths.cached("otelcol/*/otelcol-soma")),
+                COLLECTOR_FEATURE_GATES,
                 "--config",
                 str(repo / "collector-config" / "config.yaml"),
             ],

@@ -13,6 +13,7 @@ import yaml
 from otel._catalog import SPAN_DERIVED_SERIES, SeriesSpec
 from services.common.kafka import RETRY_POLICY
 from services.common.settings import Settings
+from stack.components import COLLECTOR_FEATURE_GATES
 from stack.stackctl import stack_paths
 
 CONFIG = Path(__file__).resolve().parents[2] / "collector-config" / "config.yaml"
@@ -31,7 +32,7 @@ def _collector() -> Path:
 
 def _validate(config: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(_collector()), "validate", "--config", str(config)],
+        [str(_collector()), "validate", COLLECTOR_FEATURE_GATES, "--config", str(config)],
         capture_output=True,
         text=True,
         env={"SOMA_STACK_DATA": str(tmp_path)},

@@ -84,6 +84,15 @@ def test_free_text_loses_credentials_but_keeps_the_rest() -> None:
     assert redactions.counts == {"token": 1, "authorization": 1, "password": 1}
 
 
+def test_a_pair_right_after_an_ordinary_key_and_colon_is_still_redacted() -> None:
+    """``error: password=x`` loses the password: an ordinary ``key:`` never swallows the secret
+    pair after it as its own value (it did before the rules were shared with the collector)."""
+    redactions = Redactions()
+    text = "error: password=hunter2, see: token=abc"
+    assert scrub_text(text, redactions) == f"error: password={REDACTED}, see: token={REDACTED}"
+    assert redactions.counts == {"password": 1, "token": 1}
+
+
 def test_already_redacted_values_are_not_counted_again() -> None:
     """A second pass over scrubbed data changes nothing and counts nothing."""
     first = Redactions()
