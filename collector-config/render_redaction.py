@@ -45,14 +45,13 @@ from typing import Any
 
 import yaml
 
+from otel._catalog import REDACTION_SERIES
 from otel._redaction_rules import RuleSet, rules
 
 CONFIG = Path(__file__).with_name("config.yaml")
 COUNTS = "soma.redacted"                 # per-item map rule -> values redacted
 RULE_LABEL = "soma.redaction.rule"       # datapoint attributes of the counter, renamed later
 SIGNAL_LABEL = "soma.redaction.signal"
-METRIC = "soma_collector_redacted_values"
-FEATURE_GATE = "ottl.functions.enableLambda"
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,8 @@ class _Renderer:
         if not string:
             if counts:
                 for i, rule in enumerate(self.r.key_rules):
-                    earlier = self.key_bodies[:i]
-                    not_earlier = (f" and not IsMatch(k, {_quote('(?i)(?:' + '|'.join(earlier) + ')')})"
-                                   if earlier else "")
+                    earlier = "(?i)(?:" + "|".join(self.key_bodies[:i]) + ")"
+                    not_earlier = f" and not IsMatch(k, {_quote(earlier)})" if i else ""
                     out.append(
                         f'set({counts}["{rule.name}"], {counts}["{rule.name}"] + Len(Filter('
                         f"{t.path}, (k, v) => IsMatch(k, {_quote(rule.re2_key())}){not_earlier} "
@@ -189,8 +187,9 @@ def counters(rule_set: RuleSet) -> dict[str, Any]:
     section: dict[str, Any] = {}
     for signal, (_, _, attributes, name) in SIGNALS.items():
         section[name] = [{
-            "name": METRIC,
+            "name": REDACTION_SERIES.instrument,
             "description": "Values the collector redacted, by sender, signal and rule.",
+            "unit": REDACTION_SERIES.unit,
             "include_resource_attributes": [{"key": "service.name"},
                                             {"key": "service.instance.id"}],
             "attributes": [{"key": SIGNAL_LABEL, "default_value": signal},
@@ -230,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def replace_block(text: str, name: str, block: str) -> str:
     """``text`` with the lines between the BEGIN and END lines of block ``name`` replaced."""
+    label = re.escape(name)
     pattern = re.compile(
-        rf"(^[ ]*# BEGIN generated {re.escape(name)}[^\n]*\n).*?(^[ ]*# END generated {re.escape(name)}\n)",
+        rf"(^[ ]*# BEGIN generated {label}[^\n]*\n).*?(^[ ]*# END generated {label}\n)",
         re.M | re.S)
     if not pattern.search(text):
         raise SystemExit(f"{CONFIG}: no BEGIN/END generated {name} lines")

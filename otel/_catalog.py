@@ -20,6 +20,7 @@ __all__ = [
     "COLLECTOR_DERIVED_SERIES",
     "CONVERSATION_PROCESSING_BUCKETS",
     "HTTP_REQUEST_DURATION_BUCKETS",
+    "REDACTION_SERIES",
     "RESOURCE_USAGE_MEMORY_BUCKETS",
     "SLM_LATENCY_BUCKETS",
     "SPAN_DERIVED_SERIES",
@@ -42,7 +43,8 @@ class SeriesSpec:
 
     ``instrument`` is the OTLP instrument name (``None`` for span-derived series; for a
     ``collector`` series, the receiver's metric the collector renames); ``source`` is
-    ``span-derived``, ``collector`` (a collector receiver, not the services, produces it) or the
+    ``span-derived``, ``collector`` (a collector receiver, not the services, produces it),
+    ``collector-redaction`` (the collector's count of what it redacted) or the
     service (``gateway``, ``conversation-worker``, ``tool-executor``) or ``library`` that emits
     it; ``spans`` describes the span filter of a span-derived series.
     """
@@ -110,4 +112,12 @@ COLLECTOR_DERIVED_SERIES: tuple[SeriesSpec, ...] = (
         "kafka_consumer_lag", "gauge", ("group", "topic"), "", (), "collector",
         instrument="kafka.consumer_group.lag_sum",
     ),
+)
+
+#: What the collector's redaction processors redacted, per sender (``job``, ``instance``),
+#: signal and rule: ``signal_to_metrics/redactions`` sums the items' counts under
+#: ``instrument`` (collector-config/render_redaction.py), the exporter appends ``_total``.
+REDACTION_SERIES = SeriesSpec(
+    "soma_collector_redacted_values_total", "counter", ("signal", "rule"), "{value}", (),
+    "collector-redaction", instrument="soma_collector_redacted_values",
 )

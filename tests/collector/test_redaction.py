@@ -118,7 +118,7 @@ class Sink:
 
 def _serve(sink: Sink) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with sink.lock:
                 sink.received.setdefault(self.path, []).append(body)

@@ -19,8 +19,14 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 
-from otel._catalog import COLLECTOR_DERIVED_SERIES, SPAN_DERIVED_SERIES, SeriesSpec
+from otel._catalog import (
+    COLLECTOR_DERIVED_SERIES,
+    REDACTION_SERIES,
+    SPAN_DERIVED_SERIES,
+    SeriesSpec,
+)
 from otel._instruments import LibraryInstruments
+from otel._redaction_rules import rules
 from services_instrumentation import conversation_worker, gateway, tool_executor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -203,7 +209,8 @@ def test_emitted_rows_equal_the_instruments_the_code_exports() -> None:
     """Every other row equals a series the instruments export (name as Prometheus shows it,
     type, label keys, unit, buckets, source), and no instrument is missing from the doc."""
     documented = {
-        _key(s) for s in _documented() if s.source not in ("span-derived", "collector")
+        _key(s) for s in _documented()
+        if s.source not in ("span-derived", "collector", "collector-redaction")
     }
     exported = [_key(s) for s in _exported()]
     assert len(exported) == len(set(exported)) == 16
@@ -211,10 +218,28 @@ def test_emitted_rows_equal_the_instruments_the_code_exports() -> None:
 
 
 def test_every_spec_series_is_catalogued_once() -> None:
-    """The catalog has the spec's 22 metrics, the kafka_consumer_lag of its alert rules and the
-    library's 4, each once."""
+    """The catalog has the spec's 22 metrics, the kafka_consumer_lag of its alert rules, the
+    library's 4 and the collector's redaction counter, each once."""
     names = [s.name for s in _documented()]
-    assert len(names) == len(set(names)) == 27
+    assert len(names) == len(set(names)) == 28
+
+
+def test_the_redaction_row_is_the_counter_the_collector_renders() -> None:
+    """The collector-redaction row equals REDACTION_SERIES, and the rendered
+    signal_to_metrics/redactions sums every signal and rule into that monotonic counter with
+    the row's unit, labelled by the row's labels once transform/redaction_labels renames them."""
+    (row,) = [s for s in _documented() if s.source == "collector-redaction"]
+    assert _key(row) == _key(REDACTION_SERIES)
+    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    definitions = [d for section in config["connectors"]["signal_to_metrics/redactions"].values()
+                   for d in section]
+    assert {(d["name"], d["unit"], d["sum"]["monotonic"]) for d in definitions} == {
+        (REDACTION_SERIES.instrument, REDACTION_SERIES.unit, True)}
+    assert len(definitions) == 3 * len(rules().key_rules)
+    labels = config["processors"]["transform/redaction_labels"]["metric_statements"][0]
+    renamed = {m.group(1) for st in labels["statements"]
+               if (m := re.match(r'set\(datapoint\.attributes\["([a-z]+)"\]', st))}
+    assert renamed == set(REDACTION_SERIES.labels)
 
 
 def test_units_are_seconds_bytes_or_annotations_never_one() -> None:
