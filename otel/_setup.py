@@ -291,9 +291,12 @@ def _exporter(signal: Signal, kind: ExporterKind, settings: Settings, lean: bool
 def _otlp_args(settings: Settings, signal: Signal) -> dict[str, Any]:
     args: dict[str, Any] = {
         "endpoint": settings.signal_endpoint(signal),
-        "headers": dict(settings.headers),
         "timeout": settings.export_timeout_millis / 1000,
     }
+    # The SDK's exporters read OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS before the generic variable,
+    # as the specification says; headers passed here would win over it.
+    if f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS" not in os.environ:
+        args["headers"] = dict(settings.headers)
     if settings.protocol == "grpc":
         args["insecure"] = settings.endpoint.startswith("http://")
     return args

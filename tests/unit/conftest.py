@@ -84,6 +84,7 @@ class HttpTraceReceiver:
     endpoint: str = ""
     status: int = 200
     calls: list[tuple[str, str]] = field(default_factory=list)  # (path, content type)
+    authorizations: list[str] = field(default_factory=list)  # each call's Authorization
     requests: list[ExportTraceServiceRequest] = field(default_factory=list)
 
 
@@ -96,6 +97,7 @@ def http_traces() -> Iterator[HttpTraceReceiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             receiver.calls.append((self.path, self.headers.get("Content-Type", "")))
+            receiver.authorizations.append(self.headers.get("Authorization", ""))
             if receiver.status == 200:
                 receiver.requests.append(ExportTraceServiceRequest.FromString(body))
             answer = ExportTraceServiceResponse().SerializeToString()

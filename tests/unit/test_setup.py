@@ -152,6 +152,21 @@ def test_http_protobuf_protocol_sends_spans_through_the_librarys_http_exporter(
     assert http_traces.requests == [encode_spans(ended.get_finished_spans())]
 
 
+def test_signal_headers_win_over_the_generic_headers(
+    fresh_otel: None, http_traces: HttpTraceReceiver, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OTEL_EXPORTER_OTLP_TRACES_HEADERS and OTEL_EXPORTER_OTLP_HEADERS both set, spans go
+    out with the traces variable's headers, as the OpenTelemetry specification says."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20generic")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20traces")
+    telemetry = _quiet(service_name="gateway", traces_exporter="otlp", protocol="http/protobuf",
+                       endpoint=http_traces.endpoint.removesuffix("/v1/traces"))
+    with otel.conversation_process():
+        pass
+    telemetry.shutdown()
+    assert http_traces.authorizations == ["Bearer traces"]
+
+
 def test_shutdown_is_idempotent_and_detaches_handlers(fresh_otel: None) -> None:
     """A second shutdown() does nothing; the root logger loses configure()'s handlers."""
     root = logging.getLogger()
