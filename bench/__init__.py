@@ -10,6 +10,7 @@ One module per benchmark, each with ``run(ctx) -> Section`` and a docstring sayi
 measures, against which baseline, and how:
 
 * :mod:`bench.collector` - collector spans/s, CPU and RSS, the knee, spans/s per core.
+* :mod:`bench.redaction` - collector CPU per span with its redaction processors on vs off.
 * :mod:`bench.kafka` - per-message cost of trace-context propagation; DLQ throughput with
   poison messages and exact counts.
 * :mod:`bench.freshness` - request to Prometheus counter, Jaeger trace and VictoriaLogs line.
@@ -24,4 +25,5 @@ load loop is bounded in count and time. Nothing here is a timed test: ``tests/be
 smoke mode and checks only that it completes and writes well-formed results.
 """
 
-BENCHMARKS: tuple[str, ...] = ("collector", "kafka", "freshness", "memory", "overhead")
+BENCHMARKS: tuple[str, ...] = (
+    "collector", "redaction", "kafka", "freshness", "memory", "overhead")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,14 +90,15 @@ def tg_command(binary: Path, offered: float, seconds: float) -> list[str]:
 
 
 def run_step(col: BenchCollector, binary: Path, offered: float, seconds: float,
-             log: Path) -> Step:
-    """Hold ``offered`` spans/s for ``seconds`` and measure the collector."""
+             log: Path, extra: Sequence[str] = ()) -> Step:
+    """Hold ``offered`` spans/s for ``seconds`` (telemetrygen with ``extra`` arguments) and
+    measure the collector."""
     stat = col.stat
     a0 = col.metric("otelcol_receiver_accepted_spans")
     r0 = col.metric("otelcol_receiver_refused_spans")
     c0 = stat.cpu_seconds()
     with RssPeak(stat) as rss, log.open("ab") as out:
-        subprocess.run(tg_command(binary, offered, seconds), stdout=out, stderr=out,
+        subprocess.run([*tg_command(binary, offered, seconds), *extra], stdout=out, stderr=out,
                        timeout=seconds + 60, check=False)
         time.sleep(0.5)  # the last batch lands
     # Rates over the generation time: the counts are those of the spans generated in it.

@@ -315,11 +315,12 @@ def set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def bench_config(storage_dir: Path, overrides: Mapping[str, Any] | None = None,
-                 passthrough: bool = False) -> dict[str, Any]:
+                 passthrough: bool = False, redaction: bool = True) -> dict[str, Any]:
     """The shared collector's config with the bench ports and sink exporters (module docstring).
 
     ``passthrough`` replaces the trace pipelines by ``otlp -> memory_limiter -> batch -> sink``,
-    the baseline the full pipeline's per-core throughput is compared to.
+    the baseline the full pipeline's per-core throughput is compared to. ``redaction=False``
+    takes the redaction processors (``transform/redact_*``) out of every pipeline.
     """
     cfg: dict[str, Any] = yaml.safe_load(COLLECTOR_CONFIG.read_text())
     p, s = BENCH_PORTS, SINK_PORTS
@@ -344,7 +345,13 @@ def bench_config(storage_dir: Path, overrides: Mapping[str, Any] | None = None,
         pipelines["traces/pass"] = {"receivers": ["otlp"],
                                     "processors": ["memory_limiter", "batch"],
                                     "exporters": ["otlp_grpc/jaeger"]}
-        cfg["connectors"] = {}
+        used = {c for pipeline in pipelines.values()
+                for c in (*pipeline["receivers"], *pipeline["exporters"])}
+        cfg["connectors"] = {k: v for k, v in cfg["connectors"].items() if k in used}
+    if not redaction:
+        for pipeline in cfg["service"]["pipelines"].values():
+            pipeline["processors"] = [p for p in pipeline.get("processors", [])
+                                      if not p.startswith("transform/redact_")]
     for dotted, value in (overrides or {}).items():
         set_path(cfg, dotted, value)
     return cfg
@@ -372,9 +379,9 @@ class BenchCollector:
     """A second ``otelcol-soma`` on the bench ports (plus its sink); a context manager."""
 
     def __init__(self, workdir: Path, name: str, overrides: Mapping[str, Any] | None = None,
-                 passthrough: bool = False) -> None:
+                 passthrough: bool = False, redaction: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
-        self.config = bench_config(self.dir / "queues", overrides, passthrough)
+        self.config = bench_config(self.dir / "queues", overrides, passthrough, redaction)
         self.proc: subprocess.Popen[bytes] | None = None
         self.sink: subprocess.Popen[bytes] | None = None
 

@@ -22,7 +22,8 @@ attributes, in the library's order:
 
 A group runs only on an item where a cheap guard (one key pattern, one text pattern) matches.
 Each step counts what it redacted into the item's ``soma.redacted`` map (rule -> values): for
-key rules the values replaced, for text steps the markers added. Values that arrive already
+key rules the values replaced, for text steps the markers added (one per credential or pair,
+as the library counts). Values that arrive already
 redacted (a sender with the library) are not counted again. Top-level values only: a map or
 list nested inside an attribute is redacted whole when its key matches, not walked. Resource
 attributes are redacted but not counted (they are not per item).
