@@ -32,6 +32,7 @@ exactly ``floor(N*r)`` failures evenly over the first N events.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 from collections.abc import Callable
@@ -39,8 +40,6 @@ from typing import Generic, TypeVar
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class DeterministicRatio:
@@ -125,11 +124,37 @@ class FaultState(Generic[F]):
             listener(value)
 
 
+def is_loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` is on loopback: 127.0.0.0/8, ::1 or IPv4-mapped ::ffff:127.0.0.0/104."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
 def require_loopback(request: Request) -> None:
-    """Refuse (403) a request that does not come from loopback."""
-    host = request.client.host if request.client else ""
-    if host not in LOOPBACK_HOSTS:
-        raise HTTPException(status_code=403, detail="admin endpoints answer loopback clients only")
+    """Refuse (403) a request whose client address is not a loopback IP address.
+
+    The client address is the one the ASGI server reports: uvicorn replaces the peer's with
+    the ``X-Forwarded-For`` client when the peer is loopback (``forwarded_allow_ips``), so a
+    request relayed by a local proxy for a remote client is refused too. No address (a Unix
+    socket) and one that is not an IP address (``localhost``, a garbage ``X-Forwarded-For``)
+    are refused as well.
+    """
+    host = request.client.host if request.client else None
+    if host is None:
+        reason = "this request has no client address"
+    else:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            reason = "the client address (X-Forwarded-For?) is not an IP address"
+        else:
+            if is_loopback(ip):
+                return
+            reason = f"client {ip} is not on loopback"
+    raise HTTPException(
+        status_code=403, detail=f"admin endpoints answer loopback clients only: {reason}"
+    )
 
 
 def faults_router(state: FaultState[F]) -> APIRouter:
