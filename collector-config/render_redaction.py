@@ -78,12 +78,46 @@ class _Renderer:
         self.marker = _quote(rule_set.marker)
         self.key_bodies = [rule.re2_key().removeprefix("(?i)") for rule in rule_set.key_rules]
         self.keys_all = _quote("(?i)(?:" + "|".join(self.key_bodies) + ")")
-        tokens = "|".join(rule.re2_key_token(rule_set.key_chars) for rule in rule_set.key_rules)
-        self.text_any = _quote(
-            f"(?i){rule_set.scheme}|(?:{tokens})\\s*[=:]\\s*[{rule_set.value_chars}]")
+        # A pair whose value is not already the marker (a value starting "[R" is taken as one).
+        fresh = f"(?:[{rule_set.value_chars}\\[]|\\[[{rule_set.value_chars}R])"
+        tokens = [rule.re2_key_token(rule_set.key_chars) for rule in rule_set.key_rules]
+        self.scheme = _quote("(?i)" + rule_set.scheme)
+        self.pairs = _quote(f"(?i)(?:{'|'.join(tokens)})\\s*[=:]\\s*{fresh}")
         self.replacement = _quote("$${1}$${2}" + rule_set.marker)
-        self.steps = [(rule_set.scheme_rule, "(?i)" + rule_set.scheme)] + [
-            (rule.name, rule_set.re2_pair(rule)) for rule in rule_set.key_rules]
+        scheme_anchors = tuple((word.lower(),) for word in rule_set.scheme_words)
+        #: (rule, anchors, pattern that redacts, pattern that says the step has work)
+        self.steps = [(rule_set.scheme_rule, scheme_anchors, "(?i)" + rule_set.scheme,
+                       "(?i)" + rule_set.scheme)]
+        self.steps += [(rule.name, rule.anchors, rule_set.re2_pair(rule),
+                        f"(?i){token}\\s*[=:]\\s*{fresh}")
+                       for rule, token in zip(rule_set.key_rules, tokens, strict=True)]
+        self.scheme_anchors = scheme_anchors
+        self.key_anchors = tuple(a for rule in rule_set.key_rules for a in rule.anchors)
+
+    @staticmethod
+    def _holds(text: str, anchors: tuple[tuple[str, ...], ...]) -> str:
+        """OTTL: ``text`` holds every fragment of some alternative (substring search only, on
+        the text lower-cased once: a one-item list binds it to a lambda parameter)."""
+        alternatives = [" and ".join(f'Index(lower, "{f}") >= 0' for f in frags)
+                        for frags in anchors]
+        found = " or ".join(f"({a})" for a in alternatives)
+        return f"Any([ToLowerCase({text})], (_, lower) => {found})"
+
+    def _secret_key(self, key: str) -> str:
+        """OTTL: ``key`` names a secret (anchors first, the exact pattern only then)."""
+        return f"{self._holds(key, self.key_anchors)} and IsMatch({key}, {self.keys_all})"
+
+    def _pair_in(self, value: str, anchors: tuple[tuple[str, ...], ...], pattern: str) -> str:
+        """OTTL: the string ``value`` holds a pair that ``pattern`` (of a rule with
+        ``anchors``) matches; a value without "=" or ":" or without the anchors is passed
+        without running the pattern."""
+        return (f'(Index({value}, "=") >= 0 or Index({value}, ":") >= 0) and '
+                f"{self._holds(value, anchors)} and IsMatch({value}, {pattern})")
+
+    def _has_text_work(self, value: str) -> str:
+        """OTTL: the string ``value`` holds a credential or a pair not yet redacted."""
+        return (f"({self._holds(value, self.scheme_anchors)} and IsMatch({value}, {self.scheme}))"
+                f" or ({self._pair_in(value, self.key_anchors, self.pairs)})")
 
     def _markers(self, path: str, string: bool) -> str:
         """How many markers the string values of the map ``path`` (or the string) hold."""
@@ -92,13 +126,28 @@ class _Renderer:
         return (f"Reduce(Filter({path}, (_, v) => IsString(v)), 0, "
                 f"(acc, _, v) => acc + Len(Split(v, {self.marker})) - 1)")
 
+    def _step_check(self, path: str, anchors: tuple[tuple[str, ...], ...], check: str,
+                    scheme: bool, string: bool) -> str:
+        """OTTL converter: some string value of ``path`` (or the string) has work for a step."""
+        value = path if string else "v"
+        test = (f"{self._holds(value, anchors)} and IsMatch({value}, {_quote(check)})"
+                if scheme else self._pair_in(value, anchors, _quote(check)))
+        if string:  # a converter, not a boolean expression, so that set() can store it
+            return f"When(() => {test}, true, false)"
+        return f"Any({path}, (_, v) => IsString(v) and {test})"
+
     def group(self, t: Target, string: bool = False) -> dict[str, Any]:
-        """The statement group that redacts ``t`` (its map form, or its string form)."""
+        """The statement group that redacts ``t`` (its map form, or its string form).
+
+        The group runs where a guard finds a secret key with a value not yet redacted, or a
+        value with something to redact; inside, each step runs only where it has work."""
+        cache = f"{t.context}.cache"
+        fresh_key = f"{self._secret_key('k')} and v != {self.marker}"
         if string:
-            guard = f"IsString({t.path}) and IsMatch({t.path}, {self.text_any})"
+            guard = f"IsString({t.path}) and ({self._has_text_work(t.path)})"
         else:
-            guard = (f"Any({t.path}, (k, v) => IsMatch(k, {self.keys_all}) or "
-                     f"(IsString(v) and IsMatch(v, {self.text_any})))")
+            guard = (f"Any({t.path}, (k, v) => ({fresh_key}) or "
+                     f"(IsString(v) and ({self._has_text_work('v')})))")
             if t.body:
                 guard = f"IsMap({t.path}) and {guard}"
         counts = f'{t.counts}["{COUNTS}"]' if t.counts else None
@@ -107,6 +156,8 @@ class _Renderer:
             zeros = ", ".join(f'"{rule.name}": 0' for rule in self.r.key_rules)
             out.append(f"set({counts}, {{{zeros}}}) where {counts} == nil")
         if not string:
+            out.append(f'set({cache}["keys"], Any({t.path}, (k, v) => {fresh_key}))')
+            keys = f'where {cache}["keys"] == true'
             if counts:
                 for i, rule in enumerate(self.r.key_rules):
                     earlier = "(?i)(?:" + "|".join(self.key_bodies[:i]) + ")"
@@ -114,30 +165,31 @@ class _Renderer:
                     out.append(
                         f'set({counts}["{rule.name}"], {counts}["{rule.name}"] + Len(Filter('
                         f"{t.path}, (k, v) => IsMatch(k, {_quote(rule.re2_key())}){not_earlier} "
-                        f"and v != {self.marker})))")
+                        f"and v != {self.marker}))) {keys}")
             out.append(f"set({t.path}, MapEach({t.path}, (k, v) => When(() => "
-                       f"IsMatch(k, {self.keys_all}), {self.marker}, v)))")
-        cache = f"{t.context}.cache"
+                       f"{self._secret_key('k')}, {self.marker}, v))) {keys}")
         if counts:
             out.append(f'set({cache}["before"], {self._markers(t.path, string)})')
-        for name, pattern in self.steps:
-            if string:
-                out.append(f"replace_pattern({t.path}, {_quote(pattern)}, {self.replacement})")
-            else:
-                out.append(f'replace_all_patterns({t.path}, "value", {_quote(pattern)}, '
-                           f"{self.replacement})")
+        for i, (name, anchors, pattern, check) in enumerate(self.steps):
+            out.append(f'set({cache}["run"], '
+                       f"{self._step_check(t.path, anchors, check, i == 0, string)})")
+            run = f'where {cache}["run"] == true'
+            replace = (f"replace_pattern({t.path}, " if string else
+                       f'replace_all_patterns({t.path}, "value", ')
+            out.append(f"{replace}{_quote(pattern)}, {self.replacement}) {run}")
             if counts:
-                out += [f'set({cache}["after"], {self._markers(t.path, string)})',
+                out += [f'set({cache}["after"], {self._markers(t.path, string)}) {run}',
                         f'set({counts}["{name}"], {counts}["{name}"] + {cache}["after"] - '
-                        f'{cache}["before"])',
-                        f'set({cache}["before"], {cache}["after"])']
+                        f'{cache}["before"]) {run}',
+                        f'set({cache}["before"], {cache}["after"]) {run}']
         return {"context": t.context, "conditions": [guard], "statements": out}
 
 
 def _prepare(item: str) -> dict[str, Any]:
     """Drop what a sender may have put where the counts go (they would be counted)."""
-    return {"context": item.split(".")[0], "statements": [
-        f'delete_key({item}, "{key}")' for key in (COUNTS, RULE_LABEL, SIGNAL_LABEL)]}
+    assert all(key.startswith("soma.redact") for key in (COUNTS, RULE_LABEL, SIGNAL_LABEL))
+    return {"context": item.split(".")[0],
+            "statements": [f'delete_matching_keys({item}, "^soma\\\\.redact")']}
 
 
 def _finish(item: str) -> dict[str, Any]:

@@ -41,6 +41,15 @@ class KeyRule:
         tail = "" if self.letter_may_follow else "(?:[^a-z]|$)"
         return f"(?i)(?:{self.pattern}){tail}"
 
+    @property
+    def anchors(self) -> tuple[tuple[str, ...], ...]:
+        """Literal fragments a match must contain, lower case: one tuple per top-level
+        alternative of ``pattern``, every fragment of which a match of that alternative holds
+        (``passw(?:or)?d|passphrase``: ``(("passw",), ("passphrase",))``). The collector tries
+        its regular expressions only on text that holds them: a substring search costs next to
+        nothing, a case-insensitive RE2 alternation some microseconds per value."""
+        return tuple(_fragments(alternative) for alternative in _alternatives(self.pattern))
+
     def re2_key_token(self, key_chars: str) -> str:
         """RE2 for a whole pair key (a run of ``key_chars``) that this rule matches."""
         if self.letter_may_follow:
@@ -78,6 +87,47 @@ class RuleSet:
         marker = re.escape(self.marker)
         return (f"(?i)({rule.re2_key_token(self.key_chars)}\\s*[=:]\\s*)"
                 f"(?:((?:{words})\\s+)?{marker}|[{self.value_chars}]+)")
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """The top-level ``|`` alternatives of ``pattern``."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(pattern):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    return [*parts, pattern[start:]]
+
+
+def _fragments(alternative: str) -> tuple[str, ...]:
+    """The runs of plain letters and digits outside groups and classes that every match of
+    ``alternative`` contains (a run's last character is dropped when a quantifier may remove
+    it), those of three characters or more, lower case."""
+    runs: list[str] = []
+    run, depth, i = "", 0, 0
+    while i < len(alternative):
+        char = alternative[i]
+        if char == "\\":
+            i += 1  # an escaped character ends the run
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif depth == 0 and char.isalnum():
+            run += char
+            i += 1
+            continue
+        elif depth == 0 and char in "?*{" and run:
+            run = run[:-1]
+        runs.append(run)
+        run = ""
+        i += 1
+    runs.append(run)
+    found = tuple(r.lower() for r in runs if len(r) >= 3)
+    if not found:
+        raise ValueError(f"redaction rule pattern {alternative!r} has no literal of 3 characters")
+    return found
 
 
 @functools.cache
