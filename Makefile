@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: up demo test test-long lint down status bench
+.PHONY: up demo test test-long lint down status bench sla
 
 up:            ## install/build (cached), start every component, then run the demo workload
 	stack/stack up
@@ -22,7 +22,7 @@ test-long:     ## the longer suite: statistical and slow end-to-end alert tests
 
 lint:          ## ruff and mypy
 	.venv/bin/ruff check .
-	.venv/bin/mypy otel services_instrumentation stack
+	.venv/bin/mypy otel services_instrumentation stack reports
 
 down:          ## stop every component
 	stack/stack down
@@ -33,3 +33,6 @@ status:        ## readiness of every component
 bench:         ## benchmarks on the live stack; writes docs/benchmarks.md
 	stack/stack up
 	$(PY) -m bench
+
+sla:           ## SLA report for a period (FROM=-7d TO=now OUT=sla-report): HTML with plots and JSON
+	$(PY) -m reports.sla --from $(or $(FROM),-7d) --to $(or $(TO),now) --out $(or $(OUT),sla-report)

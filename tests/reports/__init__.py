@@ -1,0 +1,1 @@
+"""Tests of the reports package (the SLA report)."""
