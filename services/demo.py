@@ -23,8 +23,10 @@ Against the running gateway (127.0.0.1:8010) and the other two services it:
    ==========================  ===============================================================
 
 3. waits for every reply (stored in PostgreSQL; the poison message gets none, by design),
-   prints a table of outcomes, and where to look: Prometheus queries, the Jaeger link of one
-   tool request's trace, and a VictoriaLogs search.
+   prints a table of outcomes, and where to look: Prometheus queries, the Zipkin Lens page of
+   one tool request's trace (its waterfall, gateway -> worker -> executor) and a Lens search
+   for this run's gateway traces (docs/trace-ui.md), the same trace as JSON from Jaeger's API,
+   and a VictoriaLogs search.
 
 ``--rounds N`` repeats the mix (default 1). Exit status 1 if a reply is missing or a bad-input
 call did not answer the expected 4xx.
@@ -47,6 +49,7 @@ WORKER = "http://127.0.0.1:8011"
 EXECUTOR = "http://127.0.0.1:8012"
 PROMETHEUS = "http://127.0.0.1:9090"
 JAEGER = "http://127.0.0.1:16686"
+ZIPKIN = "http://127.0.0.1:9411"
 VICTORIALOGS = "http://127.0.0.1:9428"
 POISON = "#poison-demo"
 TOOL_CRASH = "#crash-demo"
@@ -196,13 +199,31 @@ def _report(demo: Demo, replies: dict[str, dict[str, Any]], run_id: str) -> None
     print("\nWhere to look:")
     for query in queries:
         print(f"  Prometheus: {PROMETHEUS}/graph?" + urllib.parse.urlencode({"g0.expr": query}))
-    print(f"  Jaeger (one tool request, always kept): {JAEGER}/trace/{tool_trace}")
+    print(f"  Zipkin Lens (one tool request, always kept): {lens_trace_url(tool_trace)}")
+    print("  Zipkin Lens (this run's gateway traces): "
+          + lens_search_url({"serviceName": "gateway",
+                             "annotationQuery": f"soma.tenant.id=demo-{run_id}"}))
+    print(f"  Jaeger API (the same trace, JSON): {JAEGER}/api/traces/{tool_trace}")
     print(f"  VictoriaLogs UI: {VICTORIALOGS}/select/vmui/#/?"
           + urllib.parse.urlencode({"query": f"trace_id:{tool_trace}"}))
     print(f"  VictoriaLogs API: {VICTORIALOGS}/select/logsql/query?"
           + urllib.parse.urlencode({"query": f"trace_id:{tool_trace}"}))
     if missing or wrong:
         _fail(f"{missing} replies missing, {len(wrong)} bad-input answers unexpected: {wrong}")
+
+
+def lens_trace_url(trace_id: str) -> str:
+    """The Zipkin Lens page of one trace: its waterfall."""
+    return f"{ZIPKIN}/zipkin/traces/{trace_id}"
+
+
+def lens_search_url(criteria: dict[str, str], lookback: str = "1h", limit: int = 20) -> str:
+    """A Lens search that runs when opened: ``criteria`` (serviceName, spanName,
+    annotationQuery, minDuration) over the ``lookback`` before now. Lens runs a search from
+    its URL only with a time window that has an end (``endTs``, ms) and a ``limit``."""
+    params = {**criteria, "lookback": lookback, "endTs": str(int(time.time() * 1000)),
+              "limit": str(limit)}
+    return f"{ZIPKIN}/zipkin/?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
 
 
 def main() -> None:

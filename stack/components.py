@@ -50,6 +50,14 @@ class Paths:
 #: in the redaction processors rendered by collector-config/render_redaction.py.
 COLLECTOR_FEATURE_GATES = "--feature-gates=ottl.functions.enableLambda"
 
+#: Zipkin (Lens UI, docs/trace-ui.md): its port, JVM heap and in-memory span cap. Above the cap
+#: the oldest traces are purged. Measured with demo conversations (37 spans of about 20 tags):
+#: 22 MiB live idle, 134 MiB at the cap (2.3 KiB a span with G1's string deduplication, 4 KiB
+#: without), so about half the heap stays free for queries; RSS about 425 MiB.
+ZIPKIN_PORT = 9411
+ZIPKIN_HEAP = "256m"
+ZIPKIN_MAX_SPANS = 50_000
+
 
 @dataclass(frozen=True)
 class Component:
@@ -217,6 +225,47 @@ def components(paths: Paths) -> list[Component]:
             # Jaeger traces its own query API over OTLP to localhost:4317 (the SomaAgent
             # collector) by default; send those spans to Jaeger's own receiver instead.
             env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:14317"},
+        ),
+        Component(
+            "zipkin",
+            1,
+            [
+                "java",
+                # Heap for the in-memory store (ZIPKIN_MAX_SPANS) and the query/UI server.
+                f"-Xmx{ZIPKIN_HEAP}",
+                "-Xms64m",
+                # Every span repeats its resource's tags (service.version, telemetry.sdk.*, ...):
+                # deduplicating those strings nearly halves the heap a stored span takes.
+                "-XX:+UseG1GC",
+                "-XX:+UseStringDeduplication",
+                # C1 only: start-up on 2 cores takes about half as long; a UI needs no C2.
+                "-XX:TieredStopAtLevel=1",
+                # An IPv4 socket on 127.0.0.1 (the JVM's default dual-stack socket would be
+                # ::ffff:127.0.0.1, which is not loopback to docs/security.md's check).
+                "-Djava.net.preferIPv4Stack=true",
+                # The JDK's resolver: Armeria's own (Netty's) keeps a UDP socket bound to
+                # 0.0.0.0 for DNS queries, which would count as listening beyond loopback.
+                "-Dcom.linecorp.armeria.useJdkDnsResolver=true",
+                "-jar",
+                str(paths.cached("zipkin/*/.complete").parent / "zipkin.jar"),
+                "--armeria.ports[0].ip=127.0.0.1",
+                f"--armeria.ports[0].port={ZIPKIN_PORT}",
+            ],
+            http_check(f"http://127.0.0.1:{ZIPKIN_PORT}/health", '"UP"'),
+            f"GET 127.0.0.1:{ZIPKIN_PORT}/health says UP",
+            env={
+                "STORAGE_TYPE": "mem",
+                "MEM_MAX_SPANS": str(ZIPKIN_MAX_SPANS),
+                # Only the HTTP (and gRPC, same port) span API: no broker collectors, no
+                # self-tracing (the default, spelt out).
+                "COLLECTOR_KAFKA_ENABLED": "false",
+                "COLLECTOR_RABBITMQ_ENABLED": "false",
+                "COLLECTOR_ACTIVEMQ_ENABLED": "false",
+                "COLLECTOR_PULSAR_ENABLED": "false",
+                "COLLECTOR_SCRIBE_ENABLED": "false",
+                "SELF_TRACING_ENABLED": "false",
+            },
+            startup_seconds=120,
         ),
         Component(
             "alert-sink",

@@ -28,7 +28,7 @@ from pathlib import Path
 from stack.components import Component, Paths, components
 
 REPO = Path(__file__).resolve().parent.parent
-INSTALLERS = ["apt-packages.sh", "kafka.sh", "go-components.sh", "slm.sh"]
+INSTALLERS = ["apt-packages.sh", "kafka.sh", "zipkin.sh", "go-components.sh", "slm.sh"]
 
 
 def stack_paths() -> Paths:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs Prometheus, Alertmanager, Redis, PostgreSQL, the Redis/Postgres exporters and wrk
-# from Debian's packages. Services are never started by dpkg here: the stack's supervisor
-# runs them on loopback with their own data folders.
+# Installs Prometheus, Alertmanager, Redis, PostgreSQL, the Redis/Postgres exporters, wrk and
+# Chromium (run headless by tests/ui, the trace UI's browser tests) from Debian's packages.
+# Services are never started by dpkg here: the stack's supervisor runs them on loopback with
+# their own data folders.
 COMPONENT=apt
 source "$(dirname "$0")/common.sh"
 missing=()
