@@ -29,11 +29,11 @@ def test_every_section_has_all_parts_in_order() -> None:
 
 
 def test_every_section_gives_promql_jaeger_and_logsql_queries() -> None:
-    """First queries hold a PromQL block, a Jaeger link or search, and a VictoriaLogs query."""
+    """First queries hold a PromQL block, a Zipkin Lens trace search, and a VictoriaLogs query."""
     for name, text in _sections().items():
         queries = text.split("### First queries", 1)[1].split("### Mitigation", 1)[0]
         assert "```promql\n" in queries, name
-        assert "- Jaeger: " in queries and "127.0.0.1:16686" in queries, name
+        assert "- Traces: http://127.0.0.1:9411/zipkin/" in queries, name
         assert re.search(r"- Logs: `_time:\w+ .+`", queries), name
 
 
