@@ -334,6 +334,11 @@ def bench_config(storage_dir: Path, overrides: Mapping[str, Any] | None = None,
         f"http://127.0.0.1:{s['otlp_http']}/v1/logs")
     reader = cfg["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
     reader["prometheus"]["port"] = p["own_metrics"]
+    # Kept traces go to the sink only: the stack's Zipkin would be flooded (its in-memory store
+    # is the person's trace view), and one trace exporter is what the figures have measured.
+    cfg["exporters"].pop("zipkin", None)
+    sampled = cfg["service"]["pipelines"]["traces/sampled"]
+    sampled["exporters"] = [e for e in sampled["exporters"] if e != "zipkin"]
     # No Kafka scraping from the bench instance: it would only add the shared broker's load.
     cfg["receivers"].pop("kafka_metrics", None)
     cfg["service"]["pipelines"].pop("metrics/kafka", None)

@@ -424,10 +424,27 @@ def _end(request: _Request, scope: Scope, status_code: int, error: BaseException
         context.detach(request.token)  # type: ignore[arg-type]
 
 
+def _route_template(scope: Scope) -> str | None:
+    """The template of the route that served the request; for a request answered before
+    routing (a middleware's 401, 429 or 500), the route it was addressed to, matched as the
+    router (and the contrib) would: the first full match, else the first partial one."""
+    route = scope.get("route")
+    if route is None:
+        from starlette.routing import Match
+
+        matched = {Match.FULL: None, Match.PARTIAL: None}
+        for candidate in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+            match = candidate.matches(scope)[0]
+            if match in matched and matched[match] is None:
+                matched[match] = candidate
+        route = matched[Match.FULL] or matched[Match.PARTIAL]
+    return getattr(route, "path_format", None)
+
+
 def _finish(span: trace.Span, scope: Scope, name: str, status_code: int,
             error: BaseException | None, mode: _Mode) -> None:
     attributes: dict[str, Any] = {}
-    route = getattr(scope.get("route"), "path_format", None)
+    route = _route_template(scope)
     if route:
         attributes[HTTP_ROUTE] = route
         span.update_name(f"{name} {route}")

@@ -117,7 +117,11 @@ async def test_crashing_tool_is_retried_then_dead_lettered(clean_faults: None) -
 
 
 def test_gateway_5xx_ratio_fails_exactly_the_predicted_requests(clean_faults: None) -> None:
-    """Ratio 0.5 fails the 2nd and 4th of four requests with a real 500."""
+    """Ratio 0.5 fails the 2nd and 4th of four requests with a real 500, and both are counted
+    under their route in http_requests_total (the switch answers before routing)."""
+    series = ('http_requests_total{job="gateway",method="POST",endpoint="/v1/sessions",'
+              'status="500"}')
+    before = live.prom_total(series)
     _, key = kit.create_tenant()
     kit.set_faults(kit.GATEWAY, gateway_5xx_ratio=0.5)
     statuses = [
@@ -125,6 +129,8 @@ def test_gateway_5xx_ratio_fails_exactly_the_predicted_requests(clean_faults: No
         for _ in range(4)
     ]
     assert statuses == [201, 500, 201, 500]
+    live.wait_until(lambda: live.prom_total(series) - before, lambda grown: grown == 2,
+                    timeout=60, what=f"2 more {series}")
 
 
 async def test_poison_message_is_retried_then_dead_lettered(clean_faults: None) -> None:

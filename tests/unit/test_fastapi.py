@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -106,6 +107,29 @@ async def test_request_span_carries_the_route_template_and_stable_attributes(
         "http.response.status_code": 200,
     }
     assert span.status.status_code == StatusCode.UNSET
+
+
+async def test_a_request_answered_before_routing_still_carries_its_route(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A middleware that answers 500 before the router runs (as the gateway's fault switch
+    does) leaves a span with the route the request was for, so it is counted in
+    http_requests_total; a path no route matches has none."""
+    app = make_app()
+
+    @app.middleware("http")
+    async def fail_first(request: object, call_next: object) -> JSONResponse:
+        return JSONResponse({"error": "injected"}, status_code=500)
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.local") as c:
+        assert (await c.get("/v1/sessions/s-9/messages")).status_code == 500
+        assert (await c.get("/no/such/path")).status_code == 500
+    routed, unrouted = server_spans(exporter)
+    assert routed.name == "GET /v1/sessions/{session_id}/messages"
+    assert (routed.attributes or {})["http.route"] == "/v1/sessions/{session_id}/messages"
+    assert routed.status.status_code == StatusCode.ERROR
+    assert (unrouted.name, "http.route" in (unrouted.attributes or {})) == ("GET", False)
 
 
 async def test_spans_made_by_the_handler_are_children_of_the_request_span(
