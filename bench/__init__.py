@@ -11,6 +11,8 @@ measures, against which baseline, and how:
 
 * :mod:`bench.collector` - collector spans/s, CPU and RSS, the knee, spans/s per core.
 * :mod:`bench.redaction` - collector CPU per span with its redaction processors on vs off.
+* :mod:`bench.agent` - the agent tier's added latency per hop, against sending to the gateway
+  tier directly.
 * :mod:`bench.kafka` - per-message cost of trace-context propagation; DLQ throughput with
   poison messages and exact counts.
 * :mod:`bench.freshness` - request to Prometheus counter, Jaeger trace and VictoriaLogs line.
@@ -26,4 +28,4 @@ smoke mode and checks only that it completes and writes well-formed results.
 """
 
 BENCHMARKS: tuple[str, ...] = (
-    "collector", "redaction", "kafka", "freshness", "memory", "overhead")
+    "collector", "redaction", "agent", "kafka", "freshness", "memory", "overhead")
