@@ -24,6 +24,7 @@ from reports._prometheus import Prometheus
 
 PROMETHEUS = "http://127.0.0.1:9090"
 JAEGER = "http://127.0.0.1:16686"
+TRACE_UI = "http://127.0.0.1:9411/zipkin"
 _RELATIVE = re.compile(r"^-\d")
 
 
@@ -44,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prometheus", default=PROMETHEUS, metavar="URL",
                         help=f"Prometheus base URL (default {PROMETHEUS})")
     parser.add_argument("--jaeger", default=JAEGER, metavar="URL",
-                        help=f"Jaeger query base URL, also for trace links (default {JAEGER})")
+                        help=f"Jaeger query base URL (default {JAEGER})")
+    parser.add_argument("--trace-ui", default=TRACE_UI, metavar="URL",
+                        help=f"trace UI the links open (Zipkin Lens; default {TRACE_UI})")
     parser.add_argument("--traces", type=int, default=5, metavar="N",
                         help="error traces listed per service (default 5)")
     parser.add_argument("--trace-search-limit", type=int, default=500, metavar="N",
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = build_report(
             prometheus=Prometheus(args.prometheus),
-            jaeger=Jaeger(args.jaeger),
+            jaeger=Jaeger(args.jaeger, ui=args.trace_ui),
             period=period,
             now_ms=now_ms,
             traces_per_service=args.traces,

@@ -49,10 +49,13 @@ def _failed(span: dict[str, Any]) -> bool:
 
 
 class Jaeger:
-    """A Jaeger query service's HTTP API at ``base`` (UI links use the same address)."""
+    """A Jaeger query service's HTTP API at ``base``; the links a person opens go to the trace
+    UI at ``ui`` (Zipkin Lens, fed the same kept traces: this Jaeger build has no UI)."""
 
-    def __init__(self, base: str, *, timeout: float = 60) -> None:
+    def __init__(self, base: str, *, ui: str = "http://127.0.0.1:9411/zipkin",
+                 timeout: float = 60) -> None:
         self.base = base.rstrip("/")
+        self.ui = ui.rstrip("/")
         self.timeout = timeout
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
@@ -64,8 +67,8 @@ class Jaeger:
         return answer.get("data") or []
 
     def link(self, trace_id: str) -> str:
-        """The Jaeger UI's page of ``trace_id``."""
-        return f"{self.base}/trace/{trace_id}"
+        """The trace UI's page of ``trace_id``."""
+        return f"{self.ui}/traces/{trace_id}"
 
     def services(self) -> list[str]:
         """The services Jaeger holds traces of."""
@@ -100,7 +103,9 @@ class Jaeger:
                 if summary is not None:
                     found[summary.trace_id] = summary
         ranked = sorted(found.values(), key=lambda t: (-t.duration_us, -t.start_us, t.trace_id))
-        url = f"{self.base}/search?" + urllib.parse.urlencode({**params, "lookback": "custom"})
+        url = f"{self.ui}/?" + urllib.parse.urlencode({
+            "serviceName": service, "annotationQuery": "error", "lookback": "range",
+            "startTs": str(start_ms), "endTs": str(end_ms), "limit": str(limit)})
         return ServiceTraces(
             service=service, search_url=url, found=len(found), searched=searched, limit=limit,
             top=tuple(ranked[:top]),

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 SLO_RULES = REPO / "infra" / "prometheus" / "rules" / "slo.yml"
 TOOL_ERRORS, TOOL_OK, PLAIN, REFUSED = 4, 2, 3, 2
 TRACES_LISTED = 20  # --traces: error traces listed per service
+ZIPKIN = "http://127.0.0.1:9411"  # the trace UI the report links to
 REPORT_TIMEOUT_S = 420  # the report waits up to 150 s for Prometheus to run past the period
 
 
@@ -321,12 +322,15 @@ def test_html_has_each_slo_row_every_plot_and_no_outside_resource(run: Run) -> N
 @pytest.mark.timeout(900)
 def test_every_trace_link_of_the_report_resolves_in_jaeger(run: Run) -> None:
     """Each listed trace is in Jaeger's API with a failed span of the service it is listed
-    under, and the workload's failed tools are listed (unless more than --traces failed)."""
-    links = re.findall(r'href="([^"]*/trace/[0-9a-f]+)"', run.html)
+    under, its link opens that trace in Zipkin Lens (the trace is in Zipkin's API), and the
+    workload's failed tools are listed (unless more than --traces failed)."""
+    links = re.findall(r'href="([^"]*/traces/[0-9a-f]+)"', run.html)
     assert sorted(links) == sorted(t["link"] for s in run.data["traces"] for t in s["top"])
     for section in run.data["traces"]:
         for listed in section["top"]:
-            assert listed["link"] == f"{live.JAEGER}/trace/{listed['trace_id']}"
+            assert listed["link"] == f"{ZIPKIN}/zipkin/traces/{listed['trace_id']}"
+            assert live.get_json(f"{ZIPKIN}/zipkin/api/v2/trace/{listed['trace_id']}"), (
+                f"{listed['link']} is not in Zipkin")
             found = live.get_json(f"{live.JAEGER}/api/traces/{listed['trace_id']}")["data"]
             assert found, f"{listed['link']} is not in Jaeger"
             services = {pid: p["serviceName"] for pid, p in found[0]["processes"].items()}
