@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +53,7 @@ import yaml
 from stack.components import COLLECTOR_FEATURE_GATES
 from stack.stackctl import stack_paths
 from tests import live
+from tests.collector.moved import free_ports, moved_ports
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "collector-config" / "config.yaml"
@@ -101,18 +101,6 @@ def collector_binary() -> Path:
     binary = stack_paths().cached("otelcol/*/otelcol-soma")
     assert binary.exists(), f"no collector build at {binary} (run stack/stack up once)"
     return binary
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports of 127.0.0.1 that were free a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
@@ -189,23 +177,8 @@ class Collector:
 
 def gateway_collector(root: Path) -> Collector:
     """The gateway tier: config.yaml with every port moved, backends at a closed port."""
-    names = ("grpc", "http", "health", "telemetry", "prometheus", "closed")
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    overlay, ports = moved_ports()
     closed = f"127.0.0.1:{ports['closed']}"
-    overlay = {
-        "extensions": {"health_check": {"endpoint": f"127.0.0.1:{ports['health']}"}},
-        "receivers": {"otlp": {"protocols": {
-            "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
-            "http": {"endpoint": f"127.0.0.1:{ports['http']}"},
-        }}},
-        "exporters": {
-            "prometheus": {"endpoint": f"127.0.0.1:{ports['prometheus']}"},
-            "otlp_grpc/jaeger": {"endpoint": closed},
-            "otlp_http/victorialogs": {"logs_endpoint": f"http://{closed}/v1/logs"},
-        },
-        "service": {"telemetry": {"metrics": {"readers": [{"pull": {"exporter": {
-            "prometheus": {"host": "127.0.0.1", "port": ports["telemetry"]}}}}]}}},
-    }
     env = {"SOMA_STACK_DATA": str(root / "data"), "KAFKA_BOOTSTRAP": closed}
     return Collector("gateway", root, [CONFIG], overlay, ports, env)
 

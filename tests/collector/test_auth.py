@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -44,6 +43,7 @@ import otel._otlp
 from stack.components import components
 from stack.stackctl import stack_paths
 from tests import live
+from tests.collector.moved import moved_ports
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "collector-config" / "config.yaml"
@@ -65,37 +65,9 @@ def _stack_collector() -> list[str]:
     return list(collector.command)
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct ports of 127.0.0.1 that were free a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _ports_overlay(path: Path) -> dict[str, int]:
     """Write an overlay moving every port of config.yaml to free ones; returns the ports."""
-    names = ("grpc", "http", "health", "telemetry", "prometheus", "closed")
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    closed = f"127.0.0.1:{ports['closed']}"
-    overlay = {
-        "extensions": {"health_check": {"endpoint": f"127.0.0.1:{ports['health']}"}},
-        "receivers": {"otlp": {"protocols": {
-            "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
-            "http": {"endpoint": f"127.0.0.1:{ports['http']}"},
-        }}},
-        "exporters": {
-            "prometheus": {"endpoint": f"127.0.0.1:{ports['prometheus']}"},
-            "otlp_grpc/jaeger": {"endpoint": closed},
-            "otlp_http/victorialogs": {"logs_endpoint": f"http://{closed}/v1/logs"},
-        },
-        "service": {"telemetry": {"metrics": {"readers": [{"pull": {"exporter": {
-            "prometheus": {"host": "127.0.0.1", "port": ports["telemetry"]}}}}]}}},
-    }
+    overlay, ports = moved_ports()
     path.write_text(yaml.safe_dump(overlay))
     return ports
 
