@@ -95,13 +95,29 @@ class _Renderer:
         self.key_anchors = tuple(a for rule in rule_set.key_rules for a in rule.anchors)
 
     @staticmethod
-    def _holds(text: str, anchors: tuple[tuple[str, ...], ...]) -> str:
-        """OTTL: ``text`` holds every fragment of some alternative (substring search only, on
-        the text lower-cased once: a one-item list binds it to a lambda parameter)."""
+    def _found(anchors: tuple[tuple[str, ...], ...]) -> str:
+        """OTTL: the lower-cased text ``lower`` holds every fragment of some alternative."""
         alternatives = [" and ".join(f'Index(lower, "{f}") >= 0' for f in frags)
                         for frags in anchors]
-        found = " or ".join(f"({a})" for a in alternatives)
-        return f"Any([ToLowerCase({text})], (_, lower) => {found})"
+        return "(" + " or ".join(f"({a})" for a in alternatives) + ")"
+
+    def _holds(self, text: str, anchors: tuple[tuple[str, ...], ...]) -> str:
+        """OTTL: ``text`` holds every fragment of some alternative (substring search only, on
+        the text lower-cased once: a one-item list binds it to a lambda parameter)."""
+        return f"Any([ToLowerCase({text})], (_, lower) => {self._found(anchors)})"
+
+    def _prefilter(self, path: str) -> str:
+        """OTTL: the map ``path`` may hold a secret: its keys (as one JSON text) hold a key
+        rule's anchors, or its string values (one JSON text) hold a scheme word, or "=" or ":" and a
+        key rule's anchors. A few substring searches per item, whatever its size: the exact
+        per-attribute guard runs only where this holds."""
+        keys = f"Any([ToLowerCase(String(Keys({path})))], (_, lower) => " \
+               f"{self._found(self.key_anchors)})"
+        strings = f"Filter({path}, (_, v) => IsString(v))"  # JSON has no NaN, for one
+        values = (f"Any([ToLowerCase(String(Values({strings})))], (_, lower) => "
+                  f'((Index(lower, "=") >= 0 or Index(lower, ":") >= 0) and '
+                  f"{self._found(self.key_anchors)}) or {self._found(self.scheme_anchors)})")
+        return f"({keys} or {values})"
 
     def _secret_key(self, key: str) -> str:
         """OTTL: ``key`` names a secret (anchors first, the exact pattern only then)."""
@@ -146,7 +162,7 @@ class _Renderer:
         if string:
             guard = f"IsString({t.path}) and ({self._has_text_work(t.path)})"
         else:
-            guard = (f"Any({t.path}, (k, v) => ({fresh_key}) or "
+            guard = (f"{self._prefilter(t.path)} and Any({t.path}, (k, v) => ({fresh_key}) or "
                      f"(IsString(v) and ({self._has_text_work('v')})))")
             if t.body:
                 guard = f"IsMap({t.path}) and {guard}"
