@@ -213,6 +213,23 @@ def components(paths: Paths) -> list[Component]:
             "GET 127.0.0.1:9428/health",
         ),
         Component(
+            # Dashboards served live (docs/dashboards/README.md): Prometheus remote_writes
+            # every sample here; vmui shows docs/dashboards/vmui/*.json at /vmui/#/dashboards.
+            "victoria-metrics",
+            1,
+            [
+                str(paths.cached("victoria-metrics/*/victoria-metrics")),
+                f"-storageDataPath={data / 'victoria-metrics'}",
+                "-httpListenAddr=127.0.0.1:8428",
+                "-retentionPeriod=7d",
+                f"-vmui.customDashboardsPath={repo / 'docs' / 'dashboards' / 'vmui'}",
+                # Show remote-written samples at once (default: hide the newest 30s).
+                "-search.latencyOffset=0s",
+            ],
+            http_check("http://127.0.0.1:8428/health"),
+            "GET 127.0.0.1:8428/health",
+        ),
+        Component(
             "jaeger",
             1,
             [

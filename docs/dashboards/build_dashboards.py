@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""Build the Grafana dashboards of this folder from the panel lists below.
+"""Build the dashboards of this folder from the panel lists below, in two formats.
 
 Edit a panel here and rerun `python docs/dashboards/build_dashboards.py`; the JSON files are
-its output (tests/rules/test_dashboards.py fails when they differ). Every panel uses the data
-source chosen in the dashboard's `datasource` variable (a Prometheus on 127.0.0.1:9090 locally).
+its output (tests/rules/test_dashboards.py fails when they differ):
+
+* `*.json` here: Grafana dashboards for production users. Every panel uses the data source
+  chosen in the dashboard's `datasource` variable (a Prometheus on 127.0.0.1:9090 locally).
+* `vmui/*.json`: the same dashboards as VictoriaMetrics vmui custom dashboards, served live by
+  the stack's VictoriaMetrics (`-vmui.customDashboardsPath`, http://127.0.0.1:8428/vmui/#/dashboards),
+  which gets every Prometheus sample by remote_write.
+
+Every panel links to the traces (Zipkin Lens) and logs (VictoriaLogs vmui) of its dashboard's
+services: Grafana panel links, and Markdown links in the vmui panel's description (vmui
+renders the description, under the panel's info icon, as Markdown).
 """
 
 from __future__ import annotations
@@ -12,8 +21,22 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
+VMUI_DIR = HERE / "vmui"
+ZIPKIN = "http://127.0.0.1:9411"
+VICTORIA_LOGS = "http://127.0.0.1:9428"
+SERVICES = ("gateway", "conversation-worker", "tool-executor")
+#: vmui labels the y axis with this text; Grafana's unit ids mean nothing to it.
+VMUI_UNITS = {
+    "percentunit": "ratio",
+    "reqps": "req/s",
+    "ops": "ops/s",
+    "s": "s",
+    "bytes": "bytes",
+    "short": "",
+}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 ERROR_RATIO_THRESHOLDS = [0.01, 0.05]  # green below 1%, yellow below 5%, red above
 
@@ -38,9 +61,34 @@ class Dashboard:
     title: str
     description: str
     panels: list[Panel]
+    #: Whose traces and logs every panel links to.
+    services: tuple[str, ...] = SERVICES
 
 
-def _panel_json(panel: Panel, panel_id: int) -> dict[str, Any]:
+def trace_url(service: str) -> str:
+    """Zipkin Lens search for ``service``'s traces, any time (Lens runs it when opened)."""
+    return (
+        f"{ZIPKIN}/zipkin/?serviceName={service}&lookback=range&startTs=1"
+        "&endTs=4102444800000&limit=20"
+    )
+
+
+def logs_url(service: str) -> str:
+    """VictoriaLogs vmui showing ``service``'s logs of the last hour (LogsQL stream filter)."""
+    query = quote(f'{{service.name="{service}"}}', safe="")
+    return f"{VICTORIA_LOGS}/select/vmui/#/?query={query}&g0.range_input=1h"
+
+
+def links(dashboard: Dashboard) -> list[tuple[str, str]]:
+    """(title, url) of the traces and logs of every service of ``dashboard``."""
+    return [
+        pair
+        for svc in dashboard.services
+        for pair in ((f"Traces: {svc}", trace_url(svc)), (f"Logs: {svc}", logs_url(svc)))
+    ]
+
+
+def _panel_json(panel: Panel, panel_id: int, dashboard: Dashboard) -> dict[str, Any]:
     """Grafana JSON of one panel, placed by its id: two 12-wide panels per 8-high row."""
     steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
     steps += [
@@ -74,6 +122,7 @@ def _panel_json(panel: Panel, panel_id: int) -> dict[str, Any]:
             }
             for i, (expr, legend) in enumerate(panel.queries)
         ],
+        "links": [{"title": t, "url": u, "targetBlank": True} for t, u in links(dashboard)],
     }
 
 
@@ -111,7 +160,29 @@ def dashboard_json(dashboard: Dashboard) -> dict[str, Any]:
                 "url": "https://github.com/somaagent/observability/blob/main/docs/runbook.md",
             }
         ],
-        "panels": [_panel_json(p, i) for i, p in enumerate(dashboard.panels, start=1)],
+        "panels": [_panel_json(p, i, dashboard) for i, p in enumerate(dashboard.panels, start=1)],
+    }
+
+
+def vmui_json(dashboard: Dashboard) -> dict[str, Any]:
+    """vmui custom dashboard of ``dashboard``: two 6-wide (of 12) panels side by side; each
+    panel's description ends with Markdown links to the traces and logs."""
+    link_text = " · ".join(f"[{t}]({u})" for t, u in links(dashboard))
+    panels = [
+        {
+            "title": p.title,
+            "description": f"{p.description}\n\n{link_text}",
+            "unit": VMUI_UNITS[p.unit],
+            "expr": [expr for expr, _ in p.queries],
+            "alias": [legend for _, legend in p.queries],
+            "width": 6,
+        }
+        for p in dashboard.panels
+    ]
+    return {
+        "title": dashboard.title,
+        # One row: vmui shows rows as accordions and opens only the first.
+        "rows": [{"title": dashboard.description, "panels": panels}],
     }
 
 
@@ -267,7 +338,42 @@ DASHBOARDS = [
                     )
                 ],
             ),
+            Panel(
+                "Sessions created per second",
+                "sessions_created_total: new conversation sessions.",
+                "ops",
+                [('sum by (job) (rate(sessions_created_total{job="gateway"}[5m]))', "sessions")],
+            ),
+            Panel(
+                "Auth attempts per second by result",
+                "auth_attempts_total: success, failure, missing credentials.",
+                "ops",
+                [
+                    (
+                        'sum by (result) (rate(auth_attempts_total{job="gateway"}[5m]))',
+                        "{{result}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Policy evaluations per second by result",
+                "policy_evaluations_total: allow, deny, error.",
+                "ops",
+                [
+                    (
+                        'sum by (result) (rate(policy_evaluations_total{job="gateway"}[5m]))',
+                        "{{result}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Open WebSocket connections",
+                "websocket_connections_active, all gateway instances.",
+                "short",
+                [('sum by (job) (websocket_connections_active{job="gateway"})', "connections")],
+            ),
         ],
+        services=("gateway",),
     ),
     Dashboard(
         "somaagent-conversation-worker",
@@ -332,7 +438,14 @@ DASHBOARDS = [
                 "short",
                 [("sum by (tenant) (increase(budget_limit_reached_total[5m]))", "{{tenant}}")],
             ),
+            Panel(
+                "Intent classifications per second by intent",
+                "intent_classification_total: what users ask for.",
+                "ops",
+                [("sum by (intent) (rate(intent_classification_total[5m]))", "{{intent}}")],
+            ),
         ],
+        services=("conversation-worker",),
     ),
     Dashboard(
         "somaagent-tool-executor",
@@ -397,7 +510,37 @@ DASHBOARDS = [
                 "ops",
                 [("sum by (tenant) (rate(policy_blocked_total[5m]))", "{{tenant}}")],
             ),
+            Panel(
+                "Sandbox executions running",
+                "sandbox_active_executions, all executors.",
+                "short",
+                [("sum by (job) (sandbox_active_executions)", "running")],
+            ),
+            Panel(
+                "CPU seconds per second by tool",
+                "resource_usage_cpu_seconds_total: the sandbox's CPU time.",
+                "short",
+                [
+                    (
+                        "sum by (tool_name) (rate(resource_usage_cpu_seconds_total[5m]))",
+                        "{{tool_name}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Peak memory per execution by tool (mean since start)",
+                "resource_usage_memory_bytes: the sandbox's peak memory, a histogram.",
+                "bytes",
+                [
+                    (
+                        "sum by (tool_name) (resource_usage_memory_bytes_sum)"
+                        " / sum by (tool_name) (resource_usage_memory_bytes_count)",
+                        "{{tool_name}}",
+                    )
+                ],
+            ),
         ],
+        services=("tool-executor",),
     ),
     Dashboard(
         "somaagent-kafka-dlq",
@@ -538,10 +681,14 @@ DASHBOARDS = [
 
 
 def main() -> None:
-    """Write one JSON file per dashboard, named after its uid without the prefix."""
+    """Write one Grafana and one vmui JSON file per dashboard, named after its uid without the
+    prefix."""
+    VMUI_DIR.mkdir(exist_ok=True)
     for dashboard in DASHBOARDS:
         name = dashboard.uid.removeprefix("somaagent-") + ".json"
         (HERE / name).write_text(json.dumps(dashboard_json(dashboard), indent=2) + "\n")
+        vmui = json.dumps(vmui_json(dashboard), indent=2, ensure_ascii=False) + "\n"
+        (VMUI_DIR / name).write_text(vmui)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 #   otelcol-soma  OpenTelemetry Collector Builder (OCB) from collector-config/builder-config.yaml
 #   jaeger        Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger)
 #   victoria-logs VictoriaLogs (github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs)
-# Usage: go-components.sh [collector|jaeger|victorialogs]...   (default: all three)
+#   victoria-metrics VictoriaMetrics single-node (github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics)
+# Usage: go-components.sh [collector|jaeger|victorialogs|victoriametrics]...   (default: all four)
 COMPONENT=go
 source "$(dirname "$0")/common.sh"
 require go "Go 1.26 toolchain"
@@ -36,12 +37,13 @@ build_tool() {
   rm -rf "$out"; mv "$work" "$out"
 }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(collector jaeger victorialogs)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(collector jaeger victorialogs victoriametrics)
 for t in "${targets[@]}"; do
   case $t in
     collector) build_collector ;;
     jaeger) build_tool jaeger github.com/jaegertracing/jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_MODULE_VERSION" ;;
     victorialogs) build_tool victoria-logs github.com/VictoriaMetrics/VictoriaLogs github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs "$VICTORIALOGS_VERSION" ;;
+    victoriametrics) build_tool victoria-metrics github.com/VictoriaMetrics/VictoriaMetrics github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics "$VICTORIAMETRICS_VERSION" ;;
     *) die "unknown Go component '$t'" ;;
   esac
 done
