@@ -227,3 +227,38 @@ def test_printed_jaeger_api_link_answers_the_trace_as_json(demo: dict[str, str])
     answers the same trace."""
     answer = live.get_json(demo["jaeger_url"])
     assert answer["data"][0]["traceID"] == demo["trace_id"]
+
+
+#: What Lens shows for a search with no result (and before any search).
+LENS_EMPTY = "Please select criteria in the search bar"
+
+
+def _runbook_trace_links() -> list[str]:
+    """The distinct Zipkin Lens links of docs/runbook.md (not the ``<trace_id>`` template)."""
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    return sorted({link.rstrip(".,") for link in
+                   re.findall(r"http://127\.0\.0\.1:9411/zipkin/[^\s)`<]*", text)
+                   if not link.endswith("/traces/")})
+
+
+def test_every_runbook_trace_link_runs_its_search_in_lens(
+    demo: dict[str, str], profile: Path
+) -> None:
+    """Each trace link the runbook gives opens Lens with its criteria in the search bar and
+    their result (traces, or Lens's empty result), and the searches for everything or for
+    gateway list the demo's traces."""
+    links = _runbook_trace_links()
+    assert len(links) >= 10, links
+    for link in links:
+        lines, dom = page_lines(link, profile)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
+        criteria = [value for key in ("serviceName", "spanName", "annotationQuery")
+                    for value in query.get(key, [])]
+        assert all(value in lines for value in criteria), (link, lines[:40])
+        ran = any(line in ("Results", "1 Result") or line.startswith(LENS_EMPTY)
+                  for line in lines)
+        assert ran, (link, lines[:40])
+        if "endTs" in query and set(query) <= {"serviceName", "lookback", "startTs", "endTs",
+                                                "limit"} and (
+                query.get("serviceName", ["gateway"]) == ["gateway"]):
+            assert listed_traces(dom), (link, lines[:40])
