@@ -87,6 +87,20 @@ def wait_until(
         time.sleep(interval)
 
 
+def settled(probe: Callable[[], T], quiet: float, timeout: float, what: str) -> T:
+    """``probe()`` once two reads ``quiet`` seconds apart agree (counters that stopped moving);
+    fails after ``timeout`` seconds like :func:`wait_until`."""
+    previous: list[T] = []
+
+    def read() -> tuple[bool, T]:
+        current = probe()
+        agree = bool(previous) and previous[-1] == current
+        previous[:] = [current]
+        return agree, current
+
+    return wait_until(read, lambda r: r[0], timeout, what, interval=quiet)[1]
+
+
 def prom_query(expr: str) -> list[dict[str, Any]]:
     """Run an instant PromQL query; return the result vector."""
     answer = get_json(f"{PROMETHEUS}/api/v1/query", {"query": expr})

@@ -336,15 +336,9 @@ def settle(gateway: Collector, job: str, want: Counter[str] | None) -> dict[str,
             lambda: counted(gateway, job),
             lambda c: c["during"] == want["during"] and c["after"] == want["after"],
             timeout=180, what=f"the gateway tier counting {dict(want)}", interval=1)
-    previous: dict[str, float] = {}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        now = counted(gateway, job)
-        if now == previous:
-            return now
-        previous = now
-        time.sleep(12)  # > 2 x span_metrics' 5 s flush
-    return previous
+    # Two reads more than two spanmetrics flushes (5 s) apart.
+    return live.settled(lambda: counted(gateway, job), quiet=12, timeout=120,
+                        what="the gateway tier's counts to stop moving")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.render import COLLECTOR_FILES
 from stack.components import COLLECTOR_FEATURE_GATES
 from stack.stackctl import stack_paths
 
@@ -31,14 +32,6 @@ EXTERNAL_SECRETS = {"otlp-token": {"token", "otlp-headers"}}
 #: The one container allowed to run as root: chowns the agent's hostPath queue directory.
 ROOT_CONTAINERS = {("otelcol-agent", "queue-owner")}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
-COLLECTOR_SOURCES = {
-    "config.yaml": REPO / "collector-config" / "config.yaml",
-    "auth.yaml": REPO / "collector-config" / "auth.yaml",
-    "agent.yaml": REPO / "collector-config" / "agent.yaml",
-    "gateway-k8s.yaml": REPO / "deploy" / "collector" / "gateway-k8s.yaml",
-    "agent-k8s.yaml": REPO / "deploy" / "collector" / "agent-k8s.yaml",
-    "agent-loadbalancing.yaml": REPO / "deploy" / "collector" / "agent-loadbalancing.yaml",
-}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +89,8 @@ def test_every_object_is_namespaced_and_labelled(objects: list[dict]) -> None:
 
 def test_collector_configmap_holds_the_sources_verbatim(objects: list[dict]) -> None:
     data = _by_kind(objects, "ConfigMap")["otelcol-config"]["data"]
-    assert set(data) == set(COLLECTOR_SOURCES)
-    for key, path in COLLECTOR_SOURCES.items():
+    assert set(data) == set(COLLECTOR_FILES)
+    for key, path in COLLECTOR_FILES.items():
         assert data[key] == path.read_text(), f"{key} differs from {path.relative_to(REPO)}"
 
 
@@ -200,7 +193,7 @@ def test_auth_is_on_in_every_collector(objects: list[dict]) -> None:
             assert keys == ["config.yaml", "auth.yaml", "gateway-k8s.yaml"]
         else:
             assert keys == ["agent.yaml", "agent-k8s.yaml"]
-            overlay = yaml.safe_load(COLLECTOR_SOURCES["agent-k8s.yaml"].read_text())
+            overlay = yaml.safe_load(COLLECTOR_FILES["agent-k8s.yaml"].read_text())
             for protocol in ("grpc", "http"):
                 assert overlay["receivers"]["otlp"]["protocols"][protocol]["auth"]
 

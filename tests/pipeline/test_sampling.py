@@ -322,18 +322,8 @@ def _settled_totals() -> dict[str, float]:
     by an earlier test (a conversation whose intent was counted before the baseline and whose
     span ends after it would break the delta equality below)."""
     exprs = (SPANMETRICS, INTENTS, POISON)
-    previous: dict[str, float] = {}
-
-    def probe() -> dict[str, float] | None:
-        nonlocal previous
-        current = {expr: live.prom_total(expr) for expr in exprs}
-        settled, previous = current == previous, current
-        return current if settled else None
-
-    settled = live.wait_until(probe, lambda totals: totals is not None, 300,
-                              "the conversation counters to stop moving", interval=SETTLE_S)
-    assert settled is not None
-    return settled
+    return live.settled(lambda: {expr: live.prom_total(expr) for expr in exprs}, SETTLE_S, 300,
+                        "the conversation counters to stop moving")
 
 
 async def _run_sampling_workload(n_ok: int, n_error: int) -> dict[str, Any]:
