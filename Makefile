@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: up demo test test-long lint down status bench sla
+.PHONY: up up-scale demo test test-long test-scale lint down status bench sla
 
 up:            ## install/build (cached), start every component, then run the demo workload
 	stack/stack up
@@ -14,7 +14,14 @@ demo:          ## the demo workload against the running stack
 
 test:          ## bring the stack up (cached builds) and run the suite against it (not the long tests)
 	stack/stack up
-	$(PYTEST) -q -p no:cacheprovider -m "not long"
+	$(PYTEST) -q -p no:cacheprovider -m "not long and not scale"
+
+up-scale:      ## the scale profile (3 Kafka brokers, agent + 2 gateway collectors, 2 consumer replicas)
+	stack/stack up --profile scale
+
+test-scale:    ## the scale suite on the scale profile (docs/scale.md); `make test` returns to the default
+	stack/stack up --profile scale
+	$(PYTEST) -q -p no:cacheprovider -m scale
 
 test-long:     ## the longer suite: statistical and slow end-to-end alert tests
 	stack/stack up

@@ -4,6 +4,15 @@ Each ``Component`` becomes one supervisor program. ``stage`` orders start-up: ev
 of a stage must be ready before the next stage starts (the collector's Kafka receiver needs the
 broker, the exporters need their backends, Prometheus comes last). Paths come from ``Paths``,
 built once from the repository and the cache folder.
+
+Two profiles (``PROFILES``): ``default``, one of everything, and ``scale`` (issue 16,
+docs/scale.md), the same stack shaped as a multi-machine deployment on loopback: a three-broker
+KRaft Kafka (``kafka``, ``kafka-2``, ``kafka-3``), the collector as the agent tier (spanmetrics,
+redaction, metrics and logs; traces leave by trace ID through the ``loadbalancing`` exporter)
+in front of two gateway-tier collectors that tail-sample (``otel-gateway-1``, ``-2``), and a
+second replica of the conversation worker and of the tool executor in their consumer groups.
+The first instance of each keeps its default name, ports and checks, so tests and runbooks that
+name ``kafka`` or ``otel-collector`` mean the same process in both profiles.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import yaml
 
 Check = Callable[[], str | None]
 """A readiness check: ``None`` when ready, otherwise what is wrong, in a few words."""
@@ -130,11 +141,11 @@ SERVICES = [
 """The reference SomaAgent services (docs/services.md): name, module, health port."""
 
 
-def _service_env(name: str) -> dict[str, str]:
+def _service_env(name: str, replica: int = 1) -> dict[str, str]:
     """The owner's documented usage: OTEL_* variables and opentelemetry-instrument."""
     return {
         "OTEL_SERVICE_NAME": name,
-        "OTEL_RESOURCE_ATTRIBUTES": f"service.version=0.1.0,service.instance.id={name}-1",
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.version=0.1.0,service.instance.id={name}-{replica}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
         "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
         "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
@@ -146,8 +157,26 @@ def _service_env(name: str) -> dict[str, str]:
     }
 
 
-def components(paths: Paths) -> list[Component]:
-    """Every component of the stack, in start-up order."""
+PROFILES = ("default", "scale")
+"""The stack's shapes: ``stack/stack up --profile NAME`` starts one, ``.stack/profile`` names it."""
+
+
+def running_profile(paths: Paths) -> str:
+    """The profile the stack was last brought up with (``default`` before any ``up``)."""
+    recorded = paths.state / "profile"
+    return recorded.read_text().strip() if recorded.exists() else "default"
+
+
+def components(paths: Paths, profile: str = "default") -> list[Component]:
+    """Every component of the stack in ``profile``, in start-up order."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown stack profile {profile!r}; known: {', '.join(PROFILES)}")
+    base = _default_components(paths)
+    return base if profile == "default" else _scale_components(paths, base)
+
+
+def _default_components(paths: Paths) -> list[Component]:
+    """The default profile: one process of each component."""
     repo, data, py = paths.repo, paths.data, sys.executable
     stack = repo / "stack"
     pg_bin = (
@@ -403,3 +432,149 @@ def components(paths: Paths) -> list[Component]:
             for name, module, port in SERVICES
         ],
     ]
+
+
+KAFKA_CLUSTER = (
+    # node id, broker port, controller port, JMX exporter port (9093/9094: Alertmanager)
+    (1, 9092, 19093, 9404),
+    (2, 29092, 29093, 9405),
+    (3, 39092, 39093, 9406),
+)
+"""The scale profile's KRaft nodes, each broker and controller (stack/kafka/cluster.properties)."""
+
+KAFKA_CLUSTER_BOOTSTRAP = ",".join(f"127.0.0.1:{broker}" for _, broker, _, _ in KAFKA_CLUSTER)
+
+GATEWAY_TIER = (
+    # name, OTLP/gRPC receiver, health_check, own telemetry port
+    ("otel-gateway-1", "127.0.0.1:4417", "127.0.0.1:13134", 8898),
+    ("otel-gateway-2", "127.0.0.1:4517", "127.0.0.1:13135", 8899),
+)
+"""The scale profile's gateway-tier collectors (collector-config/gateway.yaml)."""
+
+REPLICAS = {"conversation-worker": 8013, "tool-executor": 8014}
+"""The scale profile's second replica of each consumer service: name and its health port."""
+
+_REPLICA_PORT_VARIABLE = {"conversation-worker": "WORKER_PORT", "tool-executor": "EXECUTOR_PORT"}
+
+
+def _scale_components(paths: Paths, base: list[Component]) -> list[Component]:
+    """The scale profile: ``base`` with its Kafka, collector and consumers multiplied."""
+    repo = paths.repo
+    by_name = {c.name: c for c in base}
+    kafka_nodes = [_kafka_node(paths, *node) for node in KAFKA_CLUSTER]
+    collector = by_name["otel-collector"]
+    agent = replace(
+        collector,
+        command=[
+            *collector.command,
+            "--config",
+            str(repo / "collector-config" / "agent.yaml"),
+            "--config",
+            str(repo / "collector-config" / "agent-local.yaml"),
+        ],
+        env={
+            **collector.env,
+            "SOMA_GATEWAY_HOSTNAMES": "[" + ",".join(g[1] for g in GATEWAY_TIER) + "]",
+        },
+    )
+    gateways = [
+        Component(
+            name,
+            2,
+            [
+                str(paths.cached("otelcol/*/otelcol-soma")),
+                COLLECTOR_FEATURE_GATES,
+                "--config",
+                str(repo / "collector-config" / "gateway.yaml"),
+            ],
+            http_check(f"http://{health}/"),
+            f"GET {health}/ (health_check)",
+            env={
+                "SOMA_GATEWAY_OTLP_GRPC": otlp,
+                "SOMA_GATEWAY_HEALTH": health,
+                "SOMA_GATEWAY_TELEMETRY_PORT": str(telemetry),
+            },
+        )
+        for name, otlp, health, telemetry in GATEWAY_TIER
+    ]
+    prometheus = by_name["prometheus"]
+    prometheus = replace(
+        prometheus,
+        command=[
+            f"--config.file={_scale_prometheus_config(paths)}"
+            if arg.startswith("--config.file=")
+            else arg
+            for arg in prometheus.command
+        ],
+    )
+    services = [
+        replace(c, env={**c.env, "KAFKA_BOOTSTRAP_SERVERS": KAFKA_CLUSTER_BOOTSTRAP})
+        for c in base
+        if c.stage == 4
+    ]
+    replicas = [
+        replace(
+            by_name[name],
+            name=f"{name}-2",
+            check=http_check(f"http://127.0.0.1:{port}/readyz"),
+            check_text=f"GET 127.0.0.1:{port}/readyz",
+            env={
+                **_service_env(name, replica=2),
+                "KAFKA_BOOTSTRAP_SERVERS": KAFKA_CLUSTER_BOOTSTRAP,
+                _REPLICA_PORT_VARIABLE[name]: str(port),
+            },
+        )
+        for name, port in REPLICAS.items()
+    ]
+    swapped = {
+        "kafka": kafka_nodes,
+        "otel-collector": [*gateways, agent],
+        "prometheus": [prometheus],
+    }
+    stack = [new for c in base if c.stage < 4 for new in swapped.get(c.name, [c])]
+    return [*stack, *services, *replicas]
+
+
+def _kafka_node(paths: Paths, node: int, broker: int, controller: int, jmx: int) -> Component:
+    """Node ``node`` of the three-node KRaft cluster (stack/kafka/run.sh's cluster form)."""
+    stack = paths.repo / "stack"
+    return Component(
+        "kafka" if node == 1 else f"kafka-{node}",
+        1,
+        [
+            str(stack / "kafka" / "run.sh"),
+            str(paths.cached("kafka/*/.complete").parent),
+            str(paths.data / f"kafka-cluster-{node}"),
+            "--node",
+            str(node),
+        ],
+        command_check(
+            [sys.executable, str(stack / "kafka_ready.py"), f"127.0.0.1:{broker}", "3"]
+        ),
+        f"127.0.0.1:{broker} answers metadata naming 3 live brokers",
+        startup_seconds=180,
+    )
+
+
+def _scale_prometheus_config(paths: Paths) -> Path:
+    """infra/prometheus/prometheus.yml with the scale profile's extra targets, in .stack/run.
+
+    The repository's file stays the default profile's; this copy adds the brokers' JMX exporters
+    and the gateway-tier collectors' own telemetry, and makes the rule files absolute.
+    """
+    source = paths.repo / "infra" / "prometheus" / "prometheus.yml"
+    config = yaml.safe_load(source.read_text())
+    config["rule_files"] = [str(source.parent / rule) for rule in config["rule_files"]]
+    extra = {
+        "kafka": [f"127.0.0.1:{jmx}" for _, _, _, jmx in KAFKA_CLUSTER[1:]],
+        "otel-collector-self": [f"127.0.0.1:{g[3]}" for g in GATEWAY_TIER],
+    }
+    for job in config["scrape_configs"]:
+        job["static_configs"][0]["targets"] += extra.get(job["job_name"], [])
+    target = paths.state / "run" / "prometheus-scale.yml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(
+        f"# Generated by stack/components.py from {source.relative_to(paths.repo)}; do not edit.\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    return target

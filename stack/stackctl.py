@@ -4,6 +4,7 @@ Usage (through the ``stack/stack`` wrapper, which first makes the project venv):
 
     stack/stack install            # install and build every component (cached by version)
     stack/stack up                 # install, start all and wait until each passes its check
+    stack/stack up --profile scale # the same stack shaped for scale-out (docs/scale.md)
     stack/stack status             # supervisor state and readiness of each component
     stack/stack stop NAME...       # stop components (fault tests); start / restart likewise
     stack/stack down               # stop everything and supervisord
@@ -25,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack.components import Component, Paths, components
+from stack.components import PROFILES, Component, Paths, components, running_profile
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLERS = ["apt-packages.sh", "kafka.sh", "zipkin.sh", "go-components.sh", "slm.sh"]
@@ -168,12 +169,18 @@ def install() -> None:
         subprocess.run(["bash", str(REPO / "stack" / "install" / script)], check=True)
 
 
-def up(names: list[str], *, skip_install: bool = False) -> int:
+def up(names: list[str], *, profile: str = "default", skip_install: bool = False) -> int:
+    """Start ``profile``'s components (all, or ``names``) stage by stage.
+
+    Bringing up another profile than the running one replaces it: supervisor stops the programs
+    the new configuration drops or changes, and the stages start the new ones.
+    """
     if not skip_install:
         install()
     paths = stack_paths()
-    comps = components(paths)
+    comps = components(paths, profile)
     _render(paths, comps)
+    (paths.state / "profile").write_text(profile + "\n")
     _ensure_supervisord(paths)
     wanted = [c for c in comps if not names or c.name in names]
     for stage in sorted({c.stage for c in wanted}):
@@ -195,7 +202,7 @@ def up(names: list[str], *, skip_install: bool = False) -> int:
 def status() -> int:
     paths = stack_paths()
     ok = True
-    for c in components(paths):
+    for c in components(paths, running_profile(paths)):
         problem = c.check()
         ok &= problem is None
         print(
@@ -207,7 +214,7 @@ def status() -> int:
 
 def control(action: str, names: list[str]) -> int:
     paths = stack_paths()
-    known = {c.name: c for c in components(paths)}
+    known = {c.name: c for c in components(paths, running_profile(paths))}
     unknown = [n for n in names if n not in known]
     if unknown:
         print(
@@ -268,6 +275,7 @@ def main() -> int:
     p_up = sub.add_parser("up", help="start all (or the named) components and wait until ready")
     p_up.add_argument("names", nargs="*")
     p_up.add_argument("--no-install", action="store_true", help="start what is already built")
+    p_up.add_argument("--profile", choices=PROFILES, default="default", help="the stack's shape")
     sub.add_parser("down", help="stop everything")
     sub.add_parser("status", help="state and readiness of each component")
     for action in ("start", "stop", "restart"):
@@ -279,7 +287,7 @@ def main() -> int:
         install()
         return 0
     if args.cmd == "up":
-        return up(args.names, skip_install=args.no_install)
+        return up(args.names, profile=args.profile, skip_install=args.no_install)
     if args.cmd == "down":
         return down()
     if args.cmd == "status":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from stack.components import components
+from stack.components import components, running_profile
 from stack.stackctl import stack_paths
 
 
@@ -24,7 +24,7 @@ def stack() -> None:
     paths = stack_paths()
     problems = [
         f"{c.name}: {problem} (check: {c.check_text}; log: {paths.logs / (c.name + '.log')})"
-        for c in components(paths)
+        for c in components(paths, running_profile(paths))
         if (problem := c.check()) is not None
     ]
     if problems:
