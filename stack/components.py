@@ -446,8 +446,8 @@ KAFKA_CLUSTER_BOOTSTRAP = ",".join(f"127.0.0.1:{broker}" for _, broker, _, _ in 
 
 GATEWAY_TIER = (
     # name, OTLP/gRPC receiver, health_check, own telemetry port
-    ("otel-gateway-1", "127.0.0.1:4417", "127.0.0.1:13134", 8898),
-    ("otel-gateway-2", "127.0.0.1:4517", "127.0.0.1:13135", 8899),
+    ("otel-gateway-1", "127.0.0.1:4417", "127.0.0.1:13136", 8898),
+    ("otel-gateway-2", "127.0.0.1:4517", "127.0.0.1:13137", 8899),
 )
 """The scale profile's gateway-tier collectors (collector-config/gateway.yaml)."""
 

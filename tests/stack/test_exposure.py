@@ -37,13 +37,14 @@ from services.common.http import install_error_handlers
 from services.common.settings import Settings
 from services.faults import ExecutorFaults, FaultState, WorkerFaults, faults_router
 from services.gateway.app import create_app
-from stack.components import components
+from stack.components import components, running_profile
 from stack.stackctl import _supervisorctl, stack_paths
 from tests import live
 
 ROOT = Path(__file__).resolve().parents[2]
 SECURITY_DOC = ROOT / "docs" / "security.md"
 LISTENERS_HEADING = "### Listening sockets"
+SCALE_HEADING = "### Scale profile: additional listening sockets"
 EXCEPTIONS_HEADING = "### Exceptions"
 EPHEMERAL = "ephemeral"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/somaagent"
@@ -163,6 +164,19 @@ def stack_listeners() -> set[Listener]:
     return found
 
 
+def running_components() -> set[str]:
+    """The names of the running profile's components."""
+    paths = stack_paths()
+    return {c.name for c in components(paths, running_profile(paths))}
+
+
+def socket_table() -> list[dict[str, str]]:
+    """The documented sockets of the running profile: the default table, plus the scale
+    profile's when it runs."""
+    scale = running_profile(stack_paths()) == "scale"
+    return doc_table(LISTENERS_HEADING) + (doc_table(SCALE_HEADING) if scale else [])
+
+
 def doc_table(heading: str) -> list[dict[str, str]]:
     """The rows of the Markdown table under ``heading`` in docs/security.md, by column name."""
     lines = SECURITY_DOC.read_text().splitlines()
@@ -202,7 +216,7 @@ def on_loopback(address: str) -> bool:
 def listeners(stack: None) -> set[Listener]:
     """The stack's listening sockets, once every component holds at least one (a component
     restarted by another test gets a few seconds to listen again)."""
-    names = {c.name for c in components(stack_paths())}
+    names = running_components()
     return live.wait_until(
         stack_listeners,
         lambda found: names <= {listener.component for listener in found},
@@ -229,7 +243,7 @@ def test_listening_sockets_equal_the_documented_table_one_for_one(
 ) -> None:
     """The stack's listening sockets and the rows of docs/security.md's table match one for
     one."""
-    table = doc_table(LISTENERS_HEADING)
+    table = socket_table()
     undocumented = sorted(str(s) for s in listeners if not any(covers(r, s) for r in table))
     assert undocumented == [], "listening, not in docs/security.md"
     counts = {" ".join(row.values()): sum(covers(row, s) for s in listeners) for row in table}
@@ -241,9 +255,17 @@ def test_listening_sockets_equal_the_documented_table_one_for_one(
 def test_every_component_of_the_stack_listens_somewhere(listeners: set[Listener]) -> None:
     """Every supervisor program of the stack holds at least one listening socket (so the
     loopback check above cannot pass on an empty list)."""
-    names = {c.name for c in components(stack_paths())}
+    names = running_components()
     assert names - {s.component for s in listeners} == set()
-    assert names <= {row["component"] for row in doc_table(LISTENERS_HEADING)}
+    assert names <= {row["component"] for row in socket_table()}
+
+
+def test_the_scale_table_documents_exactly_the_scale_profiles_own_components() -> None:
+    """The scale profile's extra table names each component the scale profile adds, and no
+    other."""
+    paths = stack_paths()
+    added = {c.name for c in components(paths, "scale")} - {c.name for c in components(paths)}
+    assert {row["component"] for row in doc_table(SCALE_HEADING)} == added
 
 
 def test_documented_exceptions_are_real_and_give_a_reason() -> None:
