@@ -536,7 +536,8 @@ def _scale_components(paths: Paths, base: list[Component]) -> list[Component]:
 
 
 def _kafka_node(paths: Paths, node: int, broker: int, controller: int, jmx: int) -> Component:
-    """Node ``node`` of the three-node KRaft cluster (stack/kafka/run.sh's cluster form)."""
+    """Node ``node`` of the three-node KRaft cluster (stack/kafka/run.sh's cluster form: it takes
+    the node's own port from each list)."""
     stack = paths.repo / "stack"
     return Component(
         "kafka" if node == 1 else f"kafka-{node}",
@@ -545,13 +546,15 @@ def _kafka_node(paths: Paths, node: int, broker: int, controller: int, jmx: int)
             str(stack / "kafka" / "run.sh"),
             str(paths.cached("kafka/*/.complete").parent),
             str(paths.data / f"kafka-cluster-{node}"),
-            "--node",
             str(node),
+            ",".join(str(n[1]) for n in KAFKA_CLUSTER),
+            ",".join(str(n[2]) for n in KAFKA_CLUSTER),
+            ",".join(str(n[3]) for n in KAFKA_CLUSTER),
         ],
-        command_check(
-            [sys.executable, str(stack / "kafka_ready.py"), f"127.0.0.1:{broker}", "3"]
-        ),
-        f"127.0.0.1:{broker} answers metadata naming 3 live brokers",
+        # Ready once the node is a live broker of the cluster: the three start in one stage,
+        # so the next stage waits for all of them.
+        command_check([sys.executable, str(stack / "kafka_ready.py"), f"127.0.0.1:{broker}"]),
+        f"127.0.0.1:{broker} answers metadata listing itself as a live broker",
         startup_seconds=180,
     )
 

@@ -2,7 +2,12 @@
 
 * :data:`TOPICS` and :func:`ensure_topics`: the broker's auto topic creation is off, so every
   service creates, at startup and idempotently, the four topics and their ``T.dlq`` (3
-  partitions each, replication 1: the local broker is a single node).
+  partitions each). The broker decides the replication: its ``default.replication.factor``,
+  read with DescribeConfigs, is 1 on the default profile's single node and 3 on the scale
+  profile's three-node cluster (whose ``min.insync.replicas`` 2 applies to the topics). The
+  admin client cannot send CreateTopics v4+, whose replication factor -1 would mean the same,
+  and counting the live brokers would silently create under-replicated topics while one is
+  down; a topic the cluster cannot place with that many replicas fails the creation.
 * :func:`new_producer`: idempotent, ``acks=all``, bytes in and out; produce with
   :func:`otel.kafka.send_event` so the trace context travels in headers and body.
 * :func:`new_event_consumer`: an :class:`otel.dlq.EventConsumer` (``process {topic}`` span,
@@ -63,6 +68,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from opentelemetry import trace
 
@@ -105,16 +111,31 @@ async def ensure_topics(bootstrap: str) -> None:
         missing = [n for n in names if n not in existing]
         if not missing:
             return
+        replicas = await default_replication_factor(admin)
         response = await admin.create_topics(
-            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in missing],
+            [NewTopic(n, num_partitions=PARTITIONS, replication_factor=replicas)
+             for n in missing],
             timeout_ms=15000,
         )
         for topic, code, *rest in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"cannot create topic {topic}: error {code} {rest}")
-        _LOG.info("created Kafka topics", extra={"topics": missing})
+        _LOG.info("created Kafka topics", extra={"topics": missing, "replicas": replicas})
     finally:
         await admin.close()
+
+
+async def default_replication_factor(admin: AIOKafkaAdminClient) -> int:
+    """The ``default.replication.factor`` of a broker of the cluster ``admin`` is connected to."""
+    broker = str((await admin.describe_cluster())["brokers"][0]["node_id"])
+    (response,) = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, broker, {"default.replication.factor": None})]
+    )
+    ((code, message, _, _, entries),) = response.resources
+    if code != 0:
+        raise RuntimeError(f"cannot describe broker {broker}: error {code} {message}")
+    ((_, value, *_),) = entries
+    return int(value)
 
 
 async def partition_ids(bootstrap: str, topic: str) -> list[int]:
