@@ -556,16 +556,16 @@ DASHBOARDS = [
             ),
             Panel(
                 "Consumer lag by group (alert above 1000)",
-                "Summed over topics and partitions.",
+                "Summed over topics and partitions; each agent reports it, counted once.",
                 "short",
-                [("sum by (group) (kafka_consumer_lag)", "{{group}}")],
+                [("sum by (group) (max by (group, topic) (kafka_consumer_lag))", "{{group}}")],
                 thresholds=[500, 1000],
             ),
             Panel(
                 "Consumer lag by group and topic",
                 "Where the lag is.",
                 "short",
-                [("sum by (group, topic) (kafka_consumer_lag)", "{{group}} {{topic}}")],
+                [("max by (group, topic) (kafka_consumer_lag)", "{{group}} {{topic}}")],
             ),
             Panel(
                 "Dead-lettered events per second",

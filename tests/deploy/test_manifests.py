@@ -13,6 +13,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ import yaml
 from deploy.render import COLLECTOR_FILES
 from stack.components import COLLECTOR_FEATURE_GATES
 from stack.stackctl import stack_paths
+from tests.collector.moved import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "deploy" / "k8s" / "base"
@@ -186,43 +189,123 @@ def test_every_collector_pod_config_loads_in_the_real_binary(
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
 
 
-def test_auth_is_on_in_every_collector(objects: list[dict]) -> None:
+#: Each tier's exact --config list (docs/deploy.md): the repository's files, then its overlay.
+TIER_CONFIGS = {
+    "otelcol-agent": ["config.yaml", "agent.yaml", "auth.yaml", "agent-k8s.yaml"],
+    "otelcol-gateway": ["gateway.yaml", "gateway-k8s.yaml"],
+}
+
+
+def _overlay(key: str) -> dict:
+    return yaml.safe_load(COLLECTOR_FILES[key].read_text())
+
+
+def test_each_tier_runs_its_files_and_auth_is_on_in_both(objects: list[dict]) -> None:
+    """The agent runs config.yaml + agent.yaml + auth.yaml + its overlay, the gateway
+    gateway.yaml + its overlay, and the gateway overlay's authenticator is auth.yaml's, key for
+    key, on its one (gRPC) receiver."""
     for workload, container in _collector_pods(objects):
         keys = [f.rpartition("/")[2] for f in _config_files(container)]
-        if workload["metadata"]["name"] == "otelcol-gateway":
-            assert keys == ["config.yaml", "auth.yaml", "gateway-k8s.yaml"]
-        else:
-            assert keys == ["agent.yaml", "agent-k8s.yaml"]
-            overlay = yaml.safe_load(COLLECTOR_FILES["agent-k8s.yaml"].read_text())
-            for protocol in ("grpc", "http"):
-                assert overlay["receivers"]["otlp"]["protocols"][protocol]["auth"]
+        assert keys == TIER_CONFIGS[workload["metadata"]["name"]]
+    auth = _overlay("auth.yaml")
+    gateway = _overlay("gateway-k8s.yaml")
+    name = "bearertokenauth/otlp"
+    assert gateway["extensions"][name] == auth["extensions"][name]
+    assert gateway["receivers"]["otlp"]["protocols"] == {"grpc": {"auth": {"authenticator": name}}}
+    assert gateway["service"]["extensions"] == ["health_check", name]
+    assert set(auth["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
 
 
-def test_loadbalancing_overlay_fails_only_for_the_missing_module(
+def test_agent_sends_sampled_traces_by_trace_id_to_the_headless_service() -> None:
+    """agent.yaml sets the loadbalancing exporter without a resolver; the cluster overlay gives
+    the dns resolver on the headless Service (hostname from env, port 4317, 5 s, 1 s) and the
+    token header, and listens on 0.0.0.0 (receivers, Prometheus exporter, own metrics)."""
+    agent = _overlay("agent.yaml")
+    exporter = agent["exporters"]["loadbalancing/gateway"]
+    assert exporter["routing_key"] == "traceID" and "resolver" not in exporter
+    assert agent["service"]["pipelines"]["traces/sampled"]["exporters"] == ["loadbalancing/gateway"]
+    k8s = _overlay("agent-k8s.yaml")
+    lb = k8s["exporters"]["loadbalancing/gateway"]
+    assert lb["resolver"] == {
+        "dns": {
+            "hostname": "${env:SOMA_GATEWAY_HEADLESS_HOST}",
+            "port": "4317",
+            "interval": "5s",
+            "timeout": "1s",
+        }
+    }
+    assert lb["protocol"]["otlp"]["headers"] == {"authorization": "Bearer ${env:SOMA_OTLP_TOKEN}"}
+    protocols = k8s["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+    assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+    assert k8s["exporters"]["prometheus"]["endpoint"] == "0.0.0.0:8889"
+    reader = k8s["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
+    assert reader["prometheus"] == {"host": "0.0.0.0", "port": 8888}
+
+
+def _listening_ports(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket the process holds, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[9]) in inodes:
+                address, port = fields[1].split(":")
+                found.add((address, int(port, 16)))
+    return found
+
+
+def test_gateway_pod_config_listens_on_exactly_its_three_ports(
     objects: list[dict], tmp_path: Path
 ) -> None:
-    """agent-loadbalancing.yaml is written for the loadbalancing exporter, which the build does not
-    have yet: the only error is its unknown type. When builder-config.yaml gains the module this
-    fails: then add the overlay to the DaemonSet's args and assert a clean validate here."""
+    """The gateway pod's config set, run by the real otelcol-soma with the pod's env (its
+    SOMA_GATEWAY_* ports moved to free loopback ports, the stack holds 4317/13133/8888), opens
+    exactly the OTLP/gRPC, health and own-metrics ports: no HTTP receiver."""
     ((workload, container),) = [
-        p for p in _collector_pods(objects) if p[0]["metadata"]["name"] == "otelcol-agent"
+        p for p in _collector_pods(objects) if p[0]["metadata"]["name"] == "otelcol-gateway"
     ]
     env, _ = _pod_env(workload, container, tmp_path)
     data = _by_kind(objects, "ConfigMap")["otelcol-config"]["data"]
-    files = []
-    for key in ("agent.yaml", "agent-k8s.yaml", "agent-loadbalancing.yaml"):
+    grpc, health, telemetry, closed = free_ports(4)
+    env.update(
+        SOMA_GATEWAY_OTLP_GRPC=f"127.0.0.1:{grpc}",
+        SOMA_GATEWAY_HEALTH=f"127.0.0.1:{health}",
+        SOMA_GATEWAY_TELEMETRY_PORT=str(telemetry),
+        SOMA_JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{closed}",
+        SOMA_ZIPKIN_ENDPOINT=f"http://127.0.0.1:{closed}/api/v2/spans",
+    )
+    argv = [str(stack_paths().cached("otelcol/*/otelcol-soma")), COLLECTOR_FEATURE_GATES]
+    for key in TIER_CONFIGS["otelcol-gateway"]:
         (tmp_path / "config" / key).write_text(data[key])
-        files.append(tmp_path / "config" / key)
-    result = _validate(files, env)
-    assert result.returncode != 0
-    errors = [
-        line for line in (result.stdout + result.stderr).splitlines() if "unknown type" in line
-    ]
-    assert len(errors) == 1, result.stderr
-    assert errors[0].startswith(
-        '\'exporters\' unknown type: "loadbalancing" for id: "loadbalancing/gateway" '
-        "(valid values: ["
-    ), result.stderr
+        argv += ["--config", str(tmp_path / "config" / key)]
+    log = (tmp_path / "gateway.log").open("w")
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError(
+                "gateway not healthy in 30 s: " + (tmp_path / "gateway.log").read_text()[-3000:]
+            )
+        ports = {port for _, port in _listening_ports(process.pid)}
+        assert ports == {grpc, health, telemetry}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
 
 
 def test_prometheus_rules_are_the_rule_files(objects: list[dict], tmp_path: Path) -> None:
@@ -311,11 +394,12 @@ def test_gateway_tier_is_behind_a_headless_service(objects: list[dict]) -> None:
     assert gateway["spec"]["replicas"] >= 2
     headless = _by_kind(objects, "Service")[gateway["spec"]["serviceName"]]
     assert headless["spec"]["clusterIP"] == "None"
+    assert "volumeClaimTemplates" not in gateway["spec"]  # tail sampling is in memory only
     agent = _by_kind(objects, "DaemonSet")["otelcol-agent"]
     env = {e["name"]: e.get("value") for e in _pod_spec(agent)["containers"][0]["env"]}
     host = f"{headless['metadata']['name']}.somaagent.svc.cluster.local"
-    assert env["SOMA_GATEWAY_OTLP_ENDPOINT"] == f"dns:///{host}:4317"
     assert env["SOMA_GATEWAY_HEADLESS_HOST"] == host
+    assert {p["port"] for p in headless["spec"]["ports"]} == {4317, 8888}
     ports = {
         p["containerPort"]: p.get("hostPort") for p in _pod_spec(agent)["containers"][0]["ports"]
     }
