@@ -56,7 +56,7 @@ HEADER = """\
 #   Jaeger/Zipkin queues  in memory (config.yaml: file_storage/queues): the traces being decided
 #                         on are in memory anyway, so a SIGKILL loses them either way
 #
-#   SOMA_GATEWAY_OTLP_GRPC=127.0.0.1:4417 SOMA_GATEWAY_HEALTH=127.0.0.1:13134 \\
+#   SOMA_GATEWAY_OTLP_GRPC=127.0.0.1:4417 SOMA_GATEWAY_HEALTH=127.0.0.1:13136 \\
 #   SOMA_GATEWAY_TELEMETRY_PORT=8898 otelcol-soma --feature-gates=ottl.functions.enableLambda \\
 #     --config collector-config/gateway.yaml
 """
