@@ -1,0 +1,1 @@
+"""The scale suite: tests that need the scale profile (docs/scale.md, ``make test-scale``)."""
