@@ -102,13 +102,20 @@ producer cannot send after a rejected batch). Other partitions keep flowing. If 
 is revoked meanwhile, its new owner starts again from the committed offset. Delivery to the
 DLQ is at least once: a crash between the ack and the commit writes the record again.
 
+Rebalances (a replica joining or leaving the group) wait for the record in progress: the
+consumer's rebalance listener holds the revocation until that record is handled and committed
+(at most ``revoke_wait_seconds``, 60 s), so its new owner starts after it and does not handle
+it again. What stays at least once is a crash or kill of the process between the handler's
+effects (a reply sent) and the commit: the new owner handles that one record again.
+
 Arguments
 ---------
 
 ``EventConsumer(topics, handler, *, bootstrap_servers, group_id, validator=None,
 retry=RetryPolicy(max_attempts=5, backoff=Backoff(initial=0.2, maximum=5.0)),
 dlq_backoff=Backoff(0.5, 30.0), consumer_config=None, producer_config=None,
-tracer_provider=None, meter_provider=None, process_hook=None)``; ``handler=None`` makes a
+tracer_provider=None, meter_provider=None, process_hook=None, revoke_wait_seconds=60.0)``;
+``handler=None`` makes a
 DLQ guard (above; ``retry`` then never applies).
 ``consumer_config``/``producer_config`` are extra aiokafka keyword arguments; the settings the
 guarantees depend on (auto-commit, idempotence, acks, serialisers, group, servers) are

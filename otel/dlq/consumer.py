@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from opentelemetry import context, metrics, trace
@@ -78,6 +78,33 @@ def decode_event(value: bytes | None) -> Event:
     return document
 
 
+class _FinishInFlight(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hold a rebalance until the record in progress is handled and committed.
+
+    Without it, a partition revoked while its record is processed moves to the new owner at
+    the last committed offset: the record is processed twice (a second reply). aiokafka awaits
+    ``on_partitions_revoked`` before the member rejoins, so the commit lands first. A handler
+    that outlasts ``wait_seconds`` no longer holds the group: the rebalance goes on, and that
+    record alone may be processed again by the new owner.
+    """
+
+    def __init__(self, between_records: asyncio.Event, wait_seconds: float) -> None:
+        self._between_records = between_records
+        self._wait_seconds = wait_seconds
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await asyncio.wait_for(self._between_records.wait(), self._wait_seconds)
+        except TimeoutError:
+            _LOG.warning(
+                "a record was still in progress %.0f s into a rebalance; its partition may be "
+                "processed again by its new owner", self._wait_seconds,
+            )
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -120,6 +147,7 @@ class EventConsumer:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         process_hook: ProcessHook | None = None,
+        revoke_wait_seconds: float = 60.0,
     ) -> None:
         consumer_config = dict(consumer_config or {})
         producer_config = dict(producer_config or {})
@@ -141,11 +169,15 @@ class EventConsumer:
         self._meter_provider = meter_provider
         self._process_hook = process_hook
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             **{"auto_offset_reset": "earliest", **consumer_config},
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             enable_auto_commit=False,
+        )
+        self._between_records = asyncio.Event()
+        self._between_records.set()
+        self._consumer.subscribe(
+            self._topics, listener=_FinishInFlight(self._between_records, revoke_wait_seconds)
         )
         self._producer: AIOKafkaProducer | None = None
         self._blocked: dict[TopicPartition, _DeadLetter] = {}
@@ -186,8 +218,13 @@ class EventConsumer:
         try:
             while not self._stopping.is_set():
                 record = await self._next_record()
-                if record is not None:
+                if record is None:
+                    continue
+                self._between_records.clear()
+                try:
                     await self._handle(record)
+                finally:
+                    self._between_records.set()
         finally:
             self._idle.set()
 
