@@ -459,22 +459,27 @@ class Tier:
     sinks: list[Sink]
 
 
+def running_tier(tmp_path: Path, gateways: list[Collector], sinks: list[Sink]) -> Iterator[Tier]:
+    """Start ``gateways`` and an agent in front of them, yield the tier, stop all (agent first)."""
+    agent = agent_collector(tmp_path, gateways)
+    started: list[Collector] = []
+    try:
+        for collector in (*gateways, agent):
+            collector.start()
+            started.append(collector)
+        yield Tier(agent, gateways, sinks)
+    finally:
+        for collector in reversed(started):
+            collector.stop()
+
+
 @pytest.fixture
 def tier(tmp_path: Path) -> Iterator[Tier]:
     """An agent and two gateways sampling everything, running."""
     with Sink() as sink1, Sink() as sink2:
         gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink, sample_everything())
                     for n, sink in ((1, sink1), (2, sink2))]
-        agent = agent_collector(tmp_path, gateways)
-        started: list[Collector] = []
-        try:
-            for collector in (*gateways, agent):
-                collector.start()
-                started.append(collector)
-            yield Tier(agent, gateways, [sink1, sink2])
-        finally:
-            for collector in reversed(started):
-                collector.stop()
+        yield from running_tier(tmp_path, gateways, [sink1, sink2])
 
 
 #: (before, outage, after) seconds: the CI size and the issue's size.

@@ -54,6 +54,7 @@ from tests.collector.test_agent import (
     collector_binary,
     gateway_collector,
     red_count,
+    running_tier,
     sample_everything,
     total,
 )
@@ -144,7 +145,7 @@ def sampled_tier(tmp_path: Path) -> Iterator[Tier]:
     with Sink() as sink1, Sink() as sink2:
         gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink)
                     for n, sink in ((1, sink1), (2, sink2))]
-        yield from _running(tmp_path, gateways, [sink1, sink2])
+        yield from running_tier(tmp_path, gateways, [sink1, sink2])
 
 
 @pytest.fixture
@@ -153,20 +154,7 @@ def open_tier(tmp_path: Path) -> Iterator[Tier]:
     with Sink() as sink1, Sink() as sink2:
         gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink, sample_everything())
                     for n, sink in ((1, sink1), (2, sink2))]
-        yield from _running(tmp_path, gateways, [sink1, sink2])
-
-
-def _running(tmp_path: Path, gateways: list[Collector], sinks: list[Sink]) -> Iterator[Tier]:
-    agent = agent_collector(tmp_path, gateways)
-    started: list[Collector] = []
-    try:
-        for collector in (*gateways, agent):
-            collector.start()
-            started.append(collector)
-        yield Tier(agent, gateways, sinks)
-    finally:
-        for collector in reversed(started):
-            collector.stop()
+        yield from running_tier(tmp_path, gateways, [sink1, sink2])
 
 
 # ------------------------------------------------------------------------------ whole traces
