@@ -53,16 +53,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -82,6 +79,7 @@ from bench.common import (
     Row,
     Section,
     collector_binary,
+    otlp_trace_server,
     percentile,
     scrape_sum,
     sink_config,
@@ -105,7 +103,6 @@ TIER_RATE = 4_000  # spans/s offered to the agent (below the single collector's 
 RECEIVER_PORT = 27317
 CLOSED_PORT = 27318  # nothing listens here: the agent's gateway while the queue fills
 RATE = 20.0
-TRACE_EXPORT = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 # ----------------------------------------------------------------------------- the processes
@@ -224,21 +221,14 @@ class ArrivalReceiver:
         self.port = port
         self.latencies: list[float] = []
         self._lock = threading.Lock()
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=4))
-        handler = grpc.method_handlers_generic_handler(TRACE_EXPORT, {
-            "Export": grpc.unary_unary_rpc_method_handler(
-                self._export, request_deserializer=ExportTraceServiceRequest.FromString,
-                response_serializer=ExportTraceServiceResponse.SerializeToString)})
-        self._server.add_generic_rpc_handlers((handler,))
-        self._server.add_insecure_port(f"127.0.0.1:{port}")
+        self._server = otlp_trace_server(port, self._export)
 
-    def _export(self, request: ExportTraceServiceRequest, _: object) -> ExportTraceServiceResponse:
+    def _export(self, request: ExportTraceServiceRequest) -> None:
         now = time.time_ns()
         ends = [span.end_time_unix_nano for rs in request.resource_spans
                 for ss in rs.scope_spans for span in ss.spans]
         with self._lock:
             self.latencies += [(now - end) / 1e9 for end in ends]
-        return ExportTraceServiceResponse()
 
     def reset(self) -> None:
         with self._lock:

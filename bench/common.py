@@ -40,12 +40,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from stack.components import COLLECTOR_FEATURE_GATES
 
@@ -432,3 +438,26 @@ def timed(section: Section) -> Iterator[None]:
         yield
     finally:
         section.seconds = round(time.monotonic() - start, 1)
+
+
+TRACE_EXPORT = "opentelemetry.proto.collector.trace.v1.TraceService"
+"""The OTLP trace service's gRPC name (its method is ``Export``)."""
+
+
+def otlp_trace_server(
+    port: int, export: Callable[[ExportTraceServiceRequest], None]
+) -> grpc.Server:
+    """An OTLP/gRPC trace server on 127.0.0.1:``port`` that hands every export request to
+    ``export`` and answers success; not started yet."""
+
+    def handle(request: ExportTraceServiceRequest, _: object) -> ExportTraceServiceResponse:
+        export(request)
+        return ExportTraceServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(TRACE_EXPORT, {
+        "Export": grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=ExportTraceServiceRequest.FromString,
+            response_serializer=ExportTraceServiceResponse.SerializeToString)}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    return server

@@ -26,7 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-from stack.components import PROFILES, Component, Paths, components, running_profile
+from stack.components import (
+    PROFILES,
+    Component,
+    Paths,
+    components,
+    running_profile,
+    scale_prometheus_config,
+    scale_prometheus_config_path,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLERS = ["apt-packages.sh", "kafka.sh", "zipkin.sh", "go-components.sh", "slm.sh"]
@@ -41,14 +49,15 @@ def _conf(paths: Paths) -> Path:
     return paths.state / "supervisord.conf"
 
 
+def _supervisorctl_argv(paths: Paths, *args: str) -> list[str]:
+    return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(_conf(paths)), *args]
+
+
 def _supervisorctl(
     paths: Paths, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(_conf(paths)), *args],
-        capture_output=True,
-        text=True,
-        check=check,
+        _supervisorctl_argv(paths, *args), capture_output=True, text=True, check=check
     )
 
 
@@ -180,6 +189,8 @@ def up(names: list[str], *, profile: str = "default", skip_install: bool = False
     paths = stack_paths()
     comps = components(paths, profile)
     _render(paths, comps)
+    if profile == "scale":
+        scale_prometheus_config_path(paths).write_text(scale_prometheus_config(paths))
     (paths.state / "profile").write_text(profile + "\n")
     _ensure_supervisord(paths)
     wanted = [c for c in comps if not names or c.name in names]
@@ -257,8 +268,7 @@ def down() -> int:
         for stage in sorted({c.stage for c in comps}, reverse=True):
             stopping = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(_conf(paths)),
-                     "stop", c.name],
+                    _supervisorctl_argv(paths, "stop", c.name),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )

@@ -25,6 +25,7 @@ This module also holds the helpers tests/collector/test_tiers.py uses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -37,19 +38,17 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-import grpc
 import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
 )
 
+from bench.common import otlp_trace_server
 from stack.components import COLLECTOR_FEATURE_GATES
 from stack.stackctl import stack_paths
 from tests import live
@@ -66,7 +65,6 @@ RATE = 20.0  # requests/s, the issue's figure
 #: outage its queue must hold at that rate.
 DESIGN_ITEMS_PER_SECOND = 20 * 10
 DESIGN_OUTAGE_SECONDS = 30 * 60
-TRACE_EXPORT = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 APP_SOURCE = '''
 """A FastAPI service with no telemetry code: one route per phase of the outage test."""
@@ -145,21 +143,14 @@ class Sink:
         (self.port,) = free_ports(1)
         self.arrivals: list[Arrival] = []
         self._lock = threading.Lock()
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=4))
-        handler = grpc.method_handlers_generic_handler(TRACE_EXPORT, {
-            "Export": grpc.unary_unary_rpc_method_handler(
-                self._export, request_deserializer=ExportTraceServiceRequest.FromString,
-                response_serializer=ExportTraceServiceResponse.SerializeToString)})
-        self._server.add_generic_rpc_handlers((handler,))
-        self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self._server = otlp_trace_server(self.port, self._export)
 
-    def _export(self, request: ExportTraceServiceRequest, _: object) -> ExportTraceServiceResponse:
+    def _export(self, request: ExportTraceServiceRequest) -> None:
         got = [Arrival(span.trace_id.hex(), span.span_id.hex(), span.name, span.kind,
                        {a.key: a.value.string_value for a in span.attributes})
                for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
         with self._lock:
             self.arrivals += got
-        return ExportTraceServiceResponse()
 
     def spans(self) -> list[Arrival]:
         """What arrived so far."""
@@ -339,24 +330,35 @@ class App:
                 self.process.wait(timeout=10)
 
 
-class Load:
-    """A thread sending RATE requests/s to ``/<phase>`` until stopped (bounded in time)."""
+class BackgroundLoad:
+    """A workload whose ``_run`` loops in a thread while the ``with`` block lasts (until
+    ``_stop`` is set); a context manager."""
 
-    def __init__(self, base: str, max_seconds: float) -> None:
-        self.base, self.max_seconds = base, max_seconds
-        self.phase = "before"
-        self.served: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Load(BackgroundLoad):
+    """A thread sending RATE requests/s to ``/<phase>`` until stopped (bounded in time)."""
+
+    def __init__(self, base: str, max_seconds: float) -> None:
+        super().__init__()
+        self.base, self.max_seconds = base, max_seconds
+        self.phase = "before"
+        self.served: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
 
     def _run(self) -> None:
         start = time.monotonic()
@@ -459,27 +461,30 @@ class Tier:
     sinks: list[Sink]
 
 
-def running_tier(tmp_path: Path, gateways: list[Collector], sinks: list[Sink]) -> Iterator[Tier]:
-    """Start ``gateways`` and an agent in front of them, yield the tier, stop all (agent first)."""
-    agent = agent_collector(tmp_path, gateways)
-    started: list[Collector] = []
-    try:
-        for collector in (*gateways, agent):
-            collector.start()
-            started.append(collector)
-        yield Tier(agent, gateways, sinks)
-    finally:
-        for collector in reversed(started):
-            collector.stop()
+@contextlib.contextmanager
+def running_tier(tmp_path: Path, sampling: dict[str, Any] | None = None) -> Iterator[Tier]:
+    """Two gateways (``sampling`` merged into their overlay) with their sinks and an agent in
+    front of them, running; stopped on exit, the agent first."""
+    with Sink() as sink1, Sink() as sink2:
+        gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink, sampling)
+                    for n, sink in ((1, sink1), (2, sink2))]
+        agent = agent_collector(tmp_path, gateways)
+        started: list[Collector] = []
+        try:
+            for collector in (*gateways, agent):
+                collector.start()
+                started.append(collector)
+            yield Tier(agent, gateways, [sink1, sink2])
+        finally:
+            for collector in reversed(started):
+                collector.stop()
 
 
 @pytest.fixture
 def tier(tmp_path: Path) -> Iterator[Tier]:
     """An agent and two gateways sampling everything, running."""
-    with Sink() as sink1, Sink() as sink2:
-        gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink, sample_everything())
-                    for n, sink in ((1, sink1), (2, sink2))]
-        yield from running_tier(tmp_path, gateways, [sink1, sink2])
+    with running_tier(tmp_path, sample_everything()) as running:
+        yield running
 
 
 #: (before, outage, after) seconds: the CI size and the issue's size.
@@ -512,8 +517,9 @@ def _tier_outage(tmp_path: Path, tier: Tier, sizes: tuple[float, float, float]) 
     spans = live.wait_until(lambda: server_spans(tier.sinks), lambda s: len(s) >= every,
                             timeout=240, what=f"{every} SERVER spans at the sinks", interval=1)
     caught_up = time.monotonic() - back
-    time.sleep(3)  # anything late (a duplicate) would arrive now
-    spans = server_spans(tier.sinks)
+    # Anything late (a duplicate) arrives before the sinks hold still for 3 s.
+    spans = live.settled(lambda: server_spans(tier.sinks), quiet=3, timeout=60,
+                         what="the sinks' SERVER spans holding still")
     queue = lb_queue(tier.agent)
     drops = live.wait_until(lambda: sdk_drops(tier.agent, app.job),
                             lambda d: d["exported"] >= every, timeout=30,

@@ -25,7 +25,6 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -41,18 +40,17 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from bench.common import TRACE_EXPORT
 from stack.components import COLLECTOR_FEATURE_GATES
 from tests import live
 from tests.collector.test_agent import (
     GATEWAY,
     REPO,
-    TRACE_EXPORT,
+    BackgroundLoad,
     Collector,
-    Sink,
     Tier,
     agent_collector,
     collector_binary,
-    gateway_collector,
     red_count,
     running_tier,
     sample_everything,
@@ -142,19 +140,15 @@ def accepted_spans(gateway: Collector) -> float:
 @pytest.fixture
 def sampled_tier(tmp_path: Path) -> Iterator[Tier]:
     """An agent and two gateways with the shipped sampling policies, running."""
-    with Sink() as sink1, Sink() as sink2:
-        gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink)
-                    for n, sink in ((1, sink1), (2, sink2))]
-        yield from running_tier(tmp_path, gateways, [sink1, sink2])
+    with running_tier(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
 def open_tier(tmp_path: Path) -> Iterator[Tier]:
     """An agent and two gateways keeping every trace, running."""
-    with Sink() as sink1, Sink() as sink2:
-        gateways = [gateway_collector(tmp_path, f"gateway-{n}", sink, sample_everything())
-                    for n, sink in ((1, sink1), (2, sink2))]
-        yield from running_tier(tmp_path, gateways, [sink1, sink2])
+    with running_tier(tmp_path, sample_everything()) as running:
+        yield running
 
 
 # ------------------------------------------------------------------------------ whole traces
@@ -181,16 +175,17 @@ def test_spans_of_a_trace_sent_apart_meet_on_one_gateway_and_are_sampled_whole(
                 root = n == 0
                 service.send(tid, spans[tid][n], b"" if root else spans[tid][0], root,
                              keep=root and tid in keep)
-            time.sleep(1.0)
+            time.sleep(1.0)  # the workload's shape: a trace's spans in exports a second apart
     finally:
         service.close()
     want = {tid.hex() for tid in keep}
-    arrived = live.wait_until(
+    live.wait_until(
         lambda: [s.spans() for s in tier.sinks],
         lambda per: sum(len(p) for p in per) >= len(keep) * SPANS,
         timeout=60, what=f"{len(keep) * SPANS} spans of kept traces at the sinks")
-    time.sleep(3)  # anything that should not come would come now
-    arrived = [s.spans() for s in tier.sinks]
+    # Anything that should not come arrives before the sinks hold still for 3 s.
+    arrived = live.settled(lambda: [s.spans() for s in tier.sinks], quiet=3, timeout=60,
+                           what="the sinks' spans holding still")
     accepted = [accepted_spans(g) for g in tier.gateways]
     counted = live.wait_until(lambda: red_count(tier.agent, service.job), lambda c: c >= TRACES,
                               timeout=30, what="the agent counting every root")
@@ -214,24 +209,15 @@ LOAD_RATE = 100  # single-span traces a second
 KILL_AT, BACK_AT, LOAD_SECONDS = 5.0, 15.0, 25.0
 
 
-class SpanLoad:
+class SpanLoad(BackgroundLoad):
     """A thread sending LOAD_RATE single-span traces (SERVER roots) a second, noting each
     trace id with its send time (monotonic)."""
 
     def __init__(self, service: Service) -> None:
+        super().__init__()
         self.service = service
         self.sent: list[tuple[str, float]] = []
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> SpanLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         start = time.monotonic()
@@ -278,8 +264,8 @@ def test_sigkill_of_one_gateway_under_load_keeps_counts_exact_and_delivers_its_s
                     lambda got: after_kill <= got, timeout=180,
                     what=f"the {len(after_kill)} spans sent after the kill at the sinks",
                     interval=1)
-    time.sleep(3)
-    arrived = [Counter(a.trace_id for a in s.spans()) for s in tier.sinks]
+    arrived = live.settled(lambda: [Counter(a.trace_id for a in s.spans()) for s in tier.sinks],
+                           quiet=3, timeout=60, what="the sinks' spans holding still")
     got = set(arrived[0]) | set(arrived[1])
     lost = set(sent) - got
     dup = [sum(1 for n in c.values() if n > 1) for c in arrived]

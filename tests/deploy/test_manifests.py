@@ -13,8 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import yaml
 from deploy.render import COLLECTOR_FILES
 from stack.components import COLLECTOR_FEATURE_GATES
 from stack.stackctl import stack_paths
+from tests import live
 from tests.collector.moved import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -286,20 +285,12 @@ def test_gateway_pod_config_listens_on_exactly_its_three_ports(
     log = (tmp_path / "gateway.log").open("w")
     process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError(
-                "gateway not healthy in 30 s: " + (tmp_path / "gateway.log").read_text()[-3000:]
-            )
+        try:
+            live.wait_until(lambda: live.serving(process, f"http://127.0.0.1:{health}/"), bool,
+                            30, "the gateway pod's collector healthy", interval=0.2)
+        except AssertionError as exc:
+            tail = (tmp_path / "gateway.log").read_text()[-3000:]
+            raise AssertionError(f"{exc}: {tail}") from exc
         ports = {port for _, port in _listening_ports(process.pid)}
         assert ports == {grpc, health, telemetry}
     finally:

@@ -89,10 +89,9 @@ def sigkill_and_hold(name: str) -> int:
 
     def held() -> bool:
         _supervisorctl("stop", name)  # a no-op error between EXITED and the restart: retried
-        if process_state(name) != "STOPPED":
-            return False
-        time.sleep(1)  # not a restart scheduled from EXITED: still stopped a second later
-        return process_state(name) == "STOPPED"
+        # Not a restart scheduled from EXITED: the state holds still for a second.
+        return live.settled(lambda: process_state(name), quiet=1, timeout=10,
+                            what=f"{name}'s state holding still") == "STOPPED"
 
     live.wait_until(held, bool, 60, f"{name} held down after its SIGKILL", interval=0.2)
     return victim
@@ -250,14 +249,18 @@ async def outcome(accepted: list[str], replies_start: dict[int, int],
         return Outcome(stored, published, dead)
 
     deadline = time.monotonic() + timeout
-    while True:
-        seen = await read()
-        if not seen.lost(accepted) or time.monotonic() > deadline:
-            break
+    seen = await read()
+    while seen.lost(accepted) and time.monotonic() < deadline:
         await asyncio.sleep(2)
-    # Anything still in flight (a redelivered record's second reply) lands within a retry.
-    await asyncio.sleep(10)
-    return await read()
+        seen = await read()
+    # Anything still in flight (a redelivered record's second reply) lands before the store
+    # and both topics hold still for 10 s (a retry's time); at most a minute more.
+    for _ in range(6):
+        await asyncio.sleep(10)
+        previous, seen = seen, await read()
+        if seen == previous:
+            break
+    return seen
 
 
 def gateway_posts_by_status() -> dict[str, float]:

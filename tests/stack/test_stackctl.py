@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
-from stack.components import Component, components, http_check
+from stack.components import (
+    Component,
+    components,
+    http_check,
+    scale_prometheus_config,
+    scale_prometheus_config_path,
+)
 from stack.stackctl import _wait_ready, control, stack_paths
 
 
@@ -89,8 +93,8 @@ def test_the_scale_prometheus_config_scrapes_every_broker_and_gateway_collector(
     repository's and loads the same rule files by absolute path."""
     paths = stack_paths()
     (prometheus,) = [c for c in components(paths, "scale") if c.name == "prometheus"]
-    (flag,) = [a for a in prometheus.command if a.startswith("--config.file=")]
-    config = yaml.safe_load(Path(flag.split("=", 1)[1]).read_text())
+    assert f"--config.file={scale_prometheus_config_path(paths)}" in prometheus.command
+    config = yaml.safe_load(scale_prometheus_config(paths))
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
     assert targets["kafka"] == ["127.0.0.1:9404", "127.0.0.1:9405", "127.0.0.1:9406"]
     assert targets["otel-collector-self"] == ["127.0.0.1:8888", "127.0.0.1:8898", "127.0.0.1:8899"]
